@@ -1,0 +1,83 @@
+"""Zarr v3 session store: one group per session, one writer per session.
+
+Layout of ``data/<dataset>.zarr`` (one group per session, e.g. ``v_3_1/``):
+
+=========  ===============================  =======  ==========================================
+array      shape                            dtype    meaning
+=========  ===============================  =======  ==========================================
+video      (T, 128, 128, 3)                 uint8    RGB face crops, frame t at ``fps`` (30 Hz)
+bvp        (T,)                             float32  PPG aligned to video frame t (raw units)
+radar      (4 T, 2, 5)                      float32  range-FFT [I, Q] of bins r-2..r+2 at 120 Hz,
+                                                     scaled by 1/1.255e5; frame 4t <-> video t
+radar_ok   (4 T,)                           bool     False where a radar frame was lost and filled
+=========  ===============================  =======  ==========================================
+
+``video`` is chunked 32 frames in time and stored as one shard per session (one file), so a
+random training window is a handful of chunk reads. Group attributes: ``fps``, ``radar_fps``,
+``radar_bin``, ``subject``, ``trial``, ``skin_type``, ``dataset``, ``ppg_offset`` and
+``complete``. ``complete`` is set only after every array is written: a missing shard reads back
+as zeros in zarr, so readers must check it, and a rerun redoes any group without it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+VIDEO_CHUNK_FRAMES = 32
+CROP_SIZE = 128
+_COMPRESSOR = BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle")
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+def open_store(path: str | Path, mode: str = "a") -> zarr.Group:
+    if mode == "r" and not Path(path).exists():
+        raise StoreError(f"{path}: no such store; run `rpm preprocess` first")
+    return zarr.open_group(str(path), mode=mode, zarr_format=3)
+
+
+def is_complete(root: zarr.Group, group_name: str) -> bool:
+    try:
+        return bool(root[group_name].attrs.get("complete", False))
+    except KeyError:
+        return False
+
+
+def remove_group(store_path: str | Path, group_name: str) -> None:
+    """Delete a (partial) session group, including zarr's leftover ``*.partial`` temp files."""
+    target = Path(store_path) / group_name
+    if target.exists():
+        shutil.rmtree(target)
+
+
+def write_session(store_path: str | Path, group_name: str, video: np.ndarray, bvp: np.ndarray,
+                  radar: np.ndarray, radar_ok: np.ndarray, attrs: dict) -> None:
+    """Write one session group, then mark it complete. Any earlier partial group is replaced."""
+    t = video.shape[0]
+    if bvp.shape != (t,) or radar.shape[0] != radar_ok.shape[0]:
+        raise StoreError(f"{group_name}: inconsistent lengths video {video.shape}, bvp {bvp.shape}, "
+                         f"radar {radar.shape}, radar_ok {radar_ok.shape}")
+    remove_group(store_path, group_name)
+    root = open_store(store_path, mode="a")
+    g = root.create_group(group_name)
+    shard_frames = int(np.ceil(t / VIDEO_CHUNK_FRAMES) * VIDEO_CHUNK_FRAMES)
+    v = g.create_array("video", shape=video.shape, dtype="uint8",
+                       chunks=(VIDEO_CHUNK_FRAMES, *video.shape[1:]), shards=(shard_frames, *video.shape[1:]),
+                       compressors=[_COMPRESSOR])
+    v[...] = video
+    b = g.create_array("bvp", shape=bvp.shape, dtype="float32", chunks=bvp.shape)
+    b[...] = bvp.astype(np.float32)
+    r = g.create_array("radar", shape=radar.shape, dtype="float32", chunks=radar.shape)
+    r[...] = radar.astype(np.float32)
+    ok = g.create_array("radar_ok", shape=radar_ok.shape, dtype="bool", chunks=radar_ok.shape)
+    ok[...] = radar_ok
+    g.attrs.update({**attrs, "complete": False})
+    # The completion marker goes last, after every array is on disk.
+    g.attrs["complete"] = True
