@@ -7,7 +7,7 @@ synth -> preprocess -> split -> train -> report.  ``rpm demo`` chains them on CP
 from __future__ import annotations
 
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -16,7 +16,8 @@ import typer
 from pipeline.paths import Workdir
 
 app = typer.Typer(
-    help="Robust remote physiological measurement: radar teaches a video-only heart-rate model (RPM-Distill).\n\n"
+    help="Robust remote physiological measurement: radar teaches a video-only heart-rate model "
+    "(RPM-Distill).\n\n"
     "Typical use in an empty folder: rpm synth equipleth; rpm preprocess equipleth; rpm split --seed 3; "
     "rpm train --labeled-frac 0.4; rpm report.  Or just: rpm demo.",
     no_args_is_help=True,
@@ -25,14 +26,18 @@ app = typer.Typer(
 )
 
 
-class Dataset(str, Enum):
+class Dataset(StrEnum):
     equipleth = "equipleth"
 
 
 WorkdirOpt = Annotated[
     Path | None,
-    typer.Option("--workdir", "-w", envvar="RPM_WORKDIR",
-                 help="Working directory holding data/, manifests/, runs/ and reports/ (default: current directory)."),
+    typer.Option(
+        "--workdir",
+        "-w",
+        envvar="RPM_WORKDIR",
+        help="Working directory holding data/, manifests/, runs/ and reports/ (default: current directory).",
+    ),
 ]
 
 
@@ -44,10 +49,14 @@ def _fail(exc: Exception) -> None:
 @app.command()
 def synth(
     dataset: Annotated[Dataset, typer.Argument(help="Dataset layout to write.")],
-    out: Annotated[Path | None, typer.Option(help="Output root (default: <workdir>/data/raw/<dataset>).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output root (default: <workdir>/data/raw/<dataset>).")
+    ] = None,
     subjects: Annotated[int, typer.Option(min=2, help="Number of subjects.")] = 6,
     trials: Annotated[int, typer.Option(min=1, help="Trials (recordings) per subject.")] = 2,
-    seconds: Annotated[float, typer.Option(min=6.0, help="Length of each trial in seconds (EquiPleth: 30).")] = 30.0,
+    seconds: Annotated[
+        float, typer.Option(min=6.0, help="Length of each trial in seconds (EquiPleth: 30).")
+    ] = 30.0,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed writes byte-identical files.")] = 0,
     crop_size: Annotated[int, typer.Option(help="Side of the written face-crop PNGs in pixels.")] = 128,
     workdir: WorkdirOpt = None,
@@ -61,21 +70,38 @@ def synth(
     from pipeline.synth_equipleth import synth_equipleth
 
     target = out or Workdir.resolve(workdir).raw(dataset.value)
-    table = synth_equipleth(target, subjects=subjects, trials=trials, seconds=seconds, seed=seed, crop_size=crop_size)
+    table = synth_equipleth(
+        target, subjects=subjects, trials=trials, seconds=seconds, seed=seed, crop_size=crop_size
+    )
     typer.echo(f"wrote {len(table)} trials to {target}")
 
 
 @app.command()
 def preprocess(
     dataset: Annotated[Dataset, typer.Argument(help="Dataset recipe to run.")],
-    root: Annotated[Path | None, typer.Option(help="Raw dataset root (default: <workdir>/data/raw/<dataset>). "
-                                                   "Point it at the real dataset unchanged.")] = None,
+    root: Annotated[
+        Path | None,
+        typer.Option(
+            help="Raw dataset root (default: <workdir>/data/raw/<dataset>). "
+            "Point it at the real dataset unchanged."
+        ),
+    ] = None,
     workers: Annotated[int, typer.Option(min=1, help="Parallel dask workers.")] = 2,
-    scheduler: Annotated[str, typer.Option(help="dask scheduler: threads, processes, sync, distributed "
-                                                "(local cluster) or a scheduler address tcp://host:port.")] = "threads",
+    scheduler: Annotated[
+        str,
+        typer.Option(
+            help="dask scheduler: threads, processes, sync, distributed "
+            "(local cluster) or a scheduler address tcp://host:port."
+        ),
+    ] = "threads",
     overwrite: Annotated[bool, typer.Option(help="Redo sessions already complete in the store.")] = False,
-    rf_decoder: Annotated[str, typer.Option(help="rf.pkl decoder: bytecount (keeps radar/video alignment "
-                                                 "through packet loss) or organizer (the reference code's).")] = "bytecount",
+    rf_decoder: Annotated[
+        str,
+        typer.Option(
+            help="rf.pkl decoder: bytecount (keeps radar/video alignment "
+            "through packet loss) or organizer (the reference code's)."
+        ),
+    ] = "bytecount",
     workdir: WorkdirOpt = None,
 ) -> None:
     """Decode, align and store every session in a Zarr v3 store, and index them in a manifest.
@@ -87,13 +113,22 @@ def preprocess(
 
     wd = Workdir.resolve(workdir)
     try:
-        manifest = prepare_equipleth(root or wd.raw(dataset.value), wd.store(dataset.value), wd.manifests,
-                                     workers=workers, scheduler=scheduler, overwrite=overwrite, decoder=rf_decoder)
+        manifest = prepare_equipleth(
+            root or wd.raw(dataset.value),
+            wd.store(dataset.value),
+            wd.manifests,
+            workers=workers,
+            scheduler=scheduler,
+            overwrite=overwrite,
+            decoder=rf_decoder,
+        )
     except (FileNotFoundError, ValueError) as exc:
         _fail(exc)
     ok = int((manifest.status == "ok").sum())
-    typer.echo(f"{ok}/{len(manifest)} sessions ok -> {wd.store(dataset.value)}; manifest "
-               f"{wd.sessions_manifest(dataset.value)}")
+    typer.echo(
+        f"{ok}/{len(manifest)} sessions ok -> {wd.store(dataset.value)}; manifest "
+        f"{wd.sessions_manifest(dataset.value)}"
+    )
     for row in manifest[manifest.status != "ok"].itertuples():
         typer.secho(f"  failed {row.session}: {row.reason}", fg=typer.colors.YELLOW)
 
@@ -102,9 +137,16 @@ def preprocess(
 def split(
     seed: Annotated[int, typer.Option(help="Seed for the subject-level split.")] = 3,
     dataset: Annotated[Dataset, typer.Option(help="Dataset to split.")] = Dataset.equipleth,
-    protocol: Annotated[str, typer.Option(help="Test subjects: auto (fold file if present, else holdout), "
-                                               "fold (demo_fold.pkl test list) or holdout.")] = "auto",
-    test_frac: Annotated[float, typer.Option(help="Share of subjects held out for test (holdout protocol).")] = 0.2,
+    protocol: Annotated[
+        str,
+        typer.Option(
+            help="Test subjects: auto (fold file if present, else holdout), "
+            "fold (demo_fold.pkl test list) or holdout."
+        ),
+    ] = "auto",
+    test_frac: Annotated[
+        float, typer.Option(help="Share of subjects held out for test (holdout protocol).")
+    ] = 0.2,
     workdir: WorkdirOpt = None,
 ) -> None:
     """Split subjects into train / val (4:1, seeded) and held-out test.
@@ -115,19 +157,27 @@ def split(
 
     wd = Workdir.resolve(workdir)
     try:
-        _, meta = write_splits(wd.sessions_manifest(dataset.value), wd.splits_manifest, wd.splits_meta, seed,
-                               protocol, test_frac)
+        _, meta = write_splits(
+            wd.sessions_manifest(dataset.value), wd.splits_manifest, wd.splits_meta, seed, protocol, test_frac
+        )
     except SplitError as exc:
         _fail(exc)
     subj = meta["subjects"]
-    typer.echo(f"protocol {meta['protocol']}, seed {seed}: train {subj['train']}, val {subj['val']}, "
-               f"test {subj['test']} -> {wd.splits_manifest}")
+    typer.echo(
+        f"protocol {meta['protocol']}, seed {seed}: train {subj['train']}, val {subj['val']}, "
+        f"test {subj['test']} -> {wd.splits_manifest}"
+    )
 
 
 @app.command()
 def train(
-    labeled_frac: Annotated[float, typer.Option(help="Fraction of training subjects whose labels are used "
-                                                     "(the rest learn from the radar teacher only).")] = 1.0,
+    labeled_frac: Annotated[
+        float,
+        typer.Option(
+            help="Fraction of training subjects whose labels are used "
+            "(the rest learn from the radar teacher only)."
+        ),
+    ] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed for labelled subjects, init and batch order.")] = 3,
     name: Annotated[str, typer.Option(help="Run name: checkpoints go to runs/<name>/.")] = "default",
     preset: Annotated[str, typer.Option(help="auto (cpu without a GPU, else paper), cpu or paper.")] = "auto",
@@ -137,7 +187,9 @@ def train(
     batch_size: Annotated[int | None, typer.Option(help="Batch size (preset default).")] = None,
     max_steps_per_epoch: Annotated[int | None, typer.Option(help="Cap on steps per epoch.")] = None,
     mode: Annotated[str, typer.Option(help="distill (Eq. 1), sup_only or distill_only.")] = "distill",
-    policy: Annotated[bool, typer.Option(help="Learn gate and weights with the bilevel policy network.")] = True,
+    policy: Annotated[
+        bool, typer.Option(help="Learn gate and weights with the bilevel policy network.")
+    ] = True,
     baseline: Annotated[bool, typer.Option(help="Also train the supervised-only student.")] = True,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     workdir: WorkdirOpt = None,
@@ -151,10 +203,23 @@ def train(
     from train.trainer import train as run_training
 
     try:
-        cfg = resolve_config(dict(run_name=name, seed=seed, labeled_frac=labeled_frac, preset=preset, epochs=epochs,
-                                  teacher_epochs=teacher_epochs, frames=frames, batch_size=batch_size,
-                                  max_steps_per_epoch=max_steps_per_epoch, mode=mode, policy=policy,
-                                  baseline=baseline, device=device))
+        cfg = resolve_config(
+            dict(
+                run_name=name,
+                seed=seed,
+                labeled_frac=labeled_frac,
+                preset=preset,
+                epochs=epochs,
+                teacher_epochs=teacher_epochs,
+                frames=frames,
+                batch_size=batch_size,
+                max_steps_per_epoch=max_steps_per_epoch,
+                mode=mode,
+                policy=policy,
+                baseline=baseline,
+                device=device,
+            )
+        )
         run_training(cfg, Workdir.resolve(workdir))
     except TrainError as exc:
         _fail(exc)
@@ -193,14 +258,42 @@ def demo(
     """Run every stage end to end on a CPU-sized synthetic EquiPleth dataset and print the report."""
     wd = Workdir.resolve(workdir)
     typer.echo(f"demo in {wd.root}")
-    synth(Dataset.equipleth, out=None, subjects=subjects, trials=trials, seconds=seconds, seed=seed,
-          crop_size=128, workdir=wd.root)
-    preprocess(Dataset.equipleth, root=None, workers=2, scheduler="threads", overwrite=False,
-               rf_decoder="bytecount", workdir=wd.root)
+    synth(
+        Dataset.equipleth,
+        out=None,
+        subjects=subjects,
+        trials=trials,
+        seconds=seconds,
+        seed=seed,
+        crop_size=128,
+        workdir=wd.root,
+    )
+    preprocess(
+        Dataset.equipleth,
+        root=None,
+        workers=2,
+        scheduler="threads",
+        overwrite=False,
+        rf_decoder="bytecount",
+        workdir=wd.root,
+    )
     split(seed=seed, dataset=Dataset.equipleth, protocol="auto", test_frac=0.2, workdir=wd.root)
-    train(labeled_frac=labeled_frac, seed=seed, name="demo", preset="cpu", epochs=None, teacher_epochs=None,
-          frames=None, batch_size=None, max_steps_per_epoch=None, mode="distill", policy=True, baseline=True,
-          device="auto", workdir=wd.root)
+    train(
+        labeled_frac=labeled_frac,
+        seed=seed,
+        name="demo",
+        preset="cpu",
+        epochs=None,
+        teacher_epochs=None,
+        frames=None,
+        batch_size=None,
+        max_steps_per_epoch=None,
+        mode="distill",
+        policy=True,
+        baseline=True,
+        device="auto",
+        workdir=wd.root,
+    )
     report(runs=["demo"], device="auto", workdir=wd.root)
 
 

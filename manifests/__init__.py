@@ -32,8 +32,20 @@ subject lists and a hash of the sessions manifest it was made from.
 from __future__ import annotations
 
 SESSION_COLUMNS = [
-    "session", "dataset", "subject", "trial", "status", "reason", "skin_type", "fold_split",
-    "n_frames", "n_radar_frames", "radar_bin", "rf_lost_packets", "rf_lost_frames", "store_group",
+    "session",
+    "dataset",
+    "subject",
+    "trial",
+    "status",
+    "reason",
+    "skin_type",
+    "fold_split",
+    "n_frames",
+    "n_radar_frames",
+    "radar_bin",
+    "rf_lost_packets",
+    "rf_lost_frames",
+    "store_group",
 ]
 SPLIT_COLUMNS = ["session", "dataset", "subject", "split"]
 SPLITS = ("train", "val", "test")

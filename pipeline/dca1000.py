@@ -158,14 +158,19 @@ def read_rf_pkl(path: str | Path) -> RfCapture:
     if not isinstance(obj, (tuple, list)) or len(obj) != 5:
         kind = type(obj).__name__
         n = len(obj) if hasattr(obj, "__len__") else "?"
-        raise RfFormatError(path, f"expected a 5-tuple (payloads, packet_nums, byte_counts, start, end), "
-                                  f"got {kind} of length {n}")
+        raise RfFormatError(
+            path,
+            f"expected a 5-tuple (payloads, packet_nums, byte_counts, start, end), got {kind} of length {n}",
+        )
     payloads, packet_nums, byte_counts, start_time, end_time = obj
     if len(payloads) == 0:
         raise RfFormatError(path, "capture holds no packets")
     if not (len(payloads) == len(packet_nums) == len(byte_counts)):
-        raise RfFormatError(path, f"field lengths differ: {len(payloads)} payloads, {len(packet_nums)} packet "
-                                  f"numbers, {len(byte_counts)} byte counts")
+        raise RfFormatError(
+            path,
+            f"field lengths differ: {len(payloads)} payloads, {len(packet_nums)} packet "
+            f"numbers, {len(byte_counts)} byte counts",
+        )
     try:
         payloads = [np.asarray(p).astype(np.uint16, copy=False).ravel() for p in payloads]
         pn = np.asarray(packet_nums, dtype=np.int64)
@@ -207,8 +212,10 @@ def decode_by_byte_count(capture: RfCapture) -> DecodedRadar:
     end_values = int((offsets + sizes).max())
     n_frames = end_values // VALUES_PER_FRAME
     if n_frames == 0:
-        raise RfFormatError(capture.path, f"capture holds {end_values} values, less than one "
-                                          f"{VALUES_PER_FRAME}-value radar frame")
+        raise RfFormatError(
+            capture.path,
+            f"capture holds {end_values} values, less than one {VALUES_PER_FRAME}-value radar frame",
+        )
     stream = np.zeros(n_frames * VALUES_PER_FRAME, dtype=np.uint16)
     covered = np.zeros(stream.size, dtype=bool)
     order = np.argsort(offsets, kind="stable")
@@ -233,7 +240,9 @@ def decode_by_byte_count(capture: RfCapture) -> DecodedRadar:
     # Packet numbers and byte counts must agree in order: a later packet cannot have sent fewer bytes.
     by_num = np.argsort(pn, kind="stable")
     if (np.diff(bc[by_num]) < 0).any():
-        raise RfFormatError(capture.path, "byte counts inconsistent: they decrease while packet numbers increase")
+        raise RfFormatError(
+            capture.path, "byte counts inconsistent: they decrease while packet numbers increase"
+        )
     valid = covered.reshape(n_frames, VALUES_PER_FRAME).all(axis=1)
     lost, disc = _count_lost(pn)
     adc = stream_to_frames(stream)
@@ -278,8 +287,9 @@ def decode_organizer(capture: RfCapture) -> DecodedRadar:
         raise RfFormatError(capture.path, "organizer decoding produced no radar frames")
     lost, n_disc = _count_lost(pn)
     adc = stream_to_frames(frames.ravel())
-    return DecodedRadar(adc=adc, valid=np.ones(adc.shape[0], dtype=bool), lost_packets=lost,
-                        discontinuities=n_disc)
+    return DecodedRadar(
+        adc=adc, valid=np.ones(adc.shape[0], dtype=bool), lost_packets=lost, discontinuities=n_disc
+    )
 
 
 DECODERS = {"bytecount": decode_by_byte_count, "organizer": decode_organizer}

@@ -74,7 +74,9 @@ def read_frames(session_dir: Path, size: int = CROP_SIZE) -> np.ndarray:
                 if first_size is None:
                     first_size = im.size
                 elif im.size != first_size:
-                    raise SessionError(f"{path}: frame size {im.size} differs from the first frame's {first_size}")
+                    raise SessionError(
+                        f"{path}: frame size {im.size} differs from the first frame's {first_size}"
+                    )
                 shrink = im.size[0] >= size and im.size[1] >= size
                 im = im.resize((size, size), Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR)
                 out[i] = np.asarray(im)
@@ -104,7 +106,9 @@ def read_ppg(root: Path, session: str) -> np.ndarray:
             raise SessionError(f"{source}: no ['rgbd']['NOM_PLETHWaveExport'] ({exc})") from None
     ppg = np.asarray(ppg, dtype=np.float64).ravel()
     if ppg.size <= PPG_OFFSET:
-        raise SessionError(f"{source}: PPG has {ppg.size} samples, not more than the {PPG_OFFSET}-sample offset")
+        raise SessionError(
+            f"{source}: PPG has {ppg.size} samples, not more than the {PPG_OFFSET}-sample offset"
+        )
     if not np.isfinite(ppg).all():
         raise SessionError(f"{source}: PPG contains {int((~np.isfinite(ppg)).sum())} non-finite samples")
     return ppg
@@ -138,12 +142,26 @@ def load_labels(root: Path) -> tuple[dict[str, int], dict[str, str]]:
     return skin, fold_of
 
 
-def _process_session(root: Path, store: Path, session: str, skin_type: int, fold_split: str,
-                     decoder: str, overwrite: bool) -> dict:
+def _process_session(
+    root: Path, store: Path, session: str, skin_type: int, fold_split: str, decoder: str, overwrite: bool
+) -> dict:
     subject, trial = session.split("_")[1:3]
-    row = {"session": session, "dataset": "equipleth", "subject": subject, "trial": trial, "status": "failed",
-           "reason": "", "skin_type": skin_type, "fold_split": fold_split, "n_frames": 0, "n_radar_frames": 0,
-           "radar_bin": -1, "rf_lost_packets": 0, "rf_lost_frames": 0, "store_group": session}
+    row = {
+        "session": session,
+        "dataset": "equipleth",
+        "subject": subject,
+        "trial": trial,
+        "status": "failed",
+        "reason": "",
+        "skin_type": skin_type,
+        "fold_split": fold_split,
+        "n_frames": 0,
+        "n_radar_frames": 0,
+        "radar_bin": -1,
+        "rf_lost_packets": 0,
+        "rf_lost_frames": 0,
+        "store_group": session,
+    }
     if not overwrite and store.exists() and is_complete(open_store(store, "r"), session):
         return {**row, **json.loads(open_store(store, "r")[session].attrs["manifest_row"])}
     try:
@@ -153,15 +171,33 @@ def _process_session(root: Path, store: Path, session: str, skin_type: int, fold
         iq, ok, chest_bin, lost_packets = read_radar(rf_path, decoder)
         t = min(frames.shape[0], ppg.size - PPG_OFFSET, iq.shape[0] // RADAR_PER_FRAME)
         if t < 2 * FPS:
-            raise SessionError(f"{root / 'rf_files' / session[2:]}: only {t} aligned frames (< 2 s) "
-                               f"from {frames.shape[0]} frames, {ppg.size} PPG samples, {iq.shape[0]} radar frames")
+            raise SessionError(
+                f"{root / 'rf_files' / session[2:]}: only {t} aligned frames (< 2 s) "
+                f"from {frames.shape[0]} frames, {ppg.size} PPG samples, {iq.shape[0]} radar frames"
+            )
         n_rf = t * RADAR_PER_FRAME
-        row.update(status="ok", n_frames=t, n_radar_frames=n_rf, radar_bin=chest_bin,
-                   rf_lost_packets=lost_packets, rf_lost_frames=int((~ok[:n_rf]).sum()))
-        attrs = {"dataset": "equipleth", "subject": subject, "trial": trial, "skin_type": skin_type,
-                 "fps": FPS, "radar_fps": dca1000.RADAR_FPS, "radar_bin": chest_bin, "ppg_offset": PPG_OFFSET,
-                 "manifest_row": json.dumps(row)}
-        write_session(store, session, frames[:t], ppg[PPG_OFFSET:PPG_OFFSET + t], iq[:n_rf], ok[:n_rf], attrs)
+        row.update(
+            status="ok",
+            n_frames=t,
+            n_radar_frames=n_rf,
+            radar_bin=chest_bin,
+            rf_lost_packets=lost_packets,
+            rf_lost_frames=int((~ok[:n_rf]).sum()),
+        )
+        attrs = {
+            "dataset": "equipleth",
+            "subject": subject,
+            "trial": trial,
+            "skin_type": skin_type,
+            "fps": FPS,
+            "radar_fps": dca1000.RADAR_FPS,
+            "radar_bin": chest_bin,
+            "ppg_offset": PPG_OFFSET,
+            "manifest_row": json.dumps(row),
+        }
+        write_session(
+            store, session, frames[:t], ppg[PPG_OFFSET : PPG_OFFSET + t], iq[:n_rf], ok[:n_rf], attrs
+        )
     except (SessionError, dca1000.RfFormatError) as exc:
         row["reason"] = str(exc)
     return row
@@ -188,8 +224,15 @@ def _compute(tasks: list, scheduler: str, workers: int) -> list:
         return list(dask.compute(*tasks, scheduler=scheduler, num_workers=workers))
 
 
-def prepare_equipleth(root: str | Path, store: str | Path, manifests_dir: str | Path, workers: int = 2,
-                      scheduler: str = "threads", overwrite: bool = False, decoder: str = "bytecount") -> pd.DataFrame:
+def prepare_equipleth(
+    root: str | Path,
+    store: str | Path,
+    manifests_dir: str | Path,
+    workers: int = 2,
+    scheduler: str = "threads",
+    overwrite: bool = False,
+    decoder: str = "bytecount",
+) -> pd.DataFrame:
     """Preprocess an EquiPleth root into ``store`` and write ``<manifests_dir>/equipleth_sessions.csv``.
 
     scheduler: ``threads`` (default), ``processes``, ``sync``, ``distributed`` (a local
@@ -203,8 +246,12 @@ def prepare_equipleth(root: str | Path, store: str | Path, manifests_dir: str | 
         raise FileNotFoundError(f"{root / 'rgb_files'}: no v_<subject>_<trial> session folders")
     skin, fold_of = load_labels(root)
     open_store(store, mode="a")  # create the root group once, before any writer starts
-    tasks = [dask.delayed(_process_session)(root, store, s, skin.get("_".join(s.split("_")[:2]), -1),
-                                            fold_of.get(s, ""), decoder, overwrite) for s in sessions]
+    tasks = [
+        dask.delayed(_process_session)(
+            root, store, s, skin.get("_".join(s.split("_")[:2]), -1), fold_of.get(s, ""), decoder, overwrite
+        )
+        for s in sessions
+    ]
     rows = _compute(tasks, scheduler, workers)
     manifest = pd.DataFrame(rows, columns=SESSION_COLUMNS)
     validate_store(store, manifest)
@@ -225,4 +272,6 @@ def validate_store(store: Path, manifest: pd.DataFrame) -> None:
             raise RuntimeError(f"{store}/{row.store_group}: marked ok but not complete")
         shapes = (g["video"].shape[0], g["bvp"].shape[0], g["radar"].shape[0])
         if shapes != (row.n_frames, row.n_frames, row.n_radar_frames):
-            raise RuntimeError(f"{store}/{row.store_group}: array lengths {shapes} disagree with the manifest")
+            raise RuntimeError(
+                f"{store}/{row.store_group}: array lengths {shapes} disagree with the manifest"
+            )

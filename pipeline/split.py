@@ -46,8 +46,9 @@ def train_val_subjects(subjects: list[str], seed: int, val_ratio: float = 0.2) -
     return train, val
 
 
-def make_splits(sessions: pd.DataFrame, seed: int, protocol: str = "auto", test_frac: float = 0.2
-                ) -> tuple[pd.DataFrame, dict]:
+def make_splits(
+    sessions: pd.DataFrame, seed: int, protocol: str = "auto", test_frac: float = 0.2
+) -> tuple[pd.DataFrame, dict]:
     """Assign each ok session to train / val / test by subject. Returns (splits, meta)."""
     ok = sessions[sessions.status == "ok"].copy()
     ok["subject"] = ok["subject"].astype(str)
@@ -71,8 +72,12 @@ def make_splits(sessions: pd.DataFrame, seed: int, protocol: str = "auto", test_
     split_of = {**{s: "train" for s in train}, **{s: "val" for s in val}, **{s: "test" for s in test}}
     ok["split"] = ok.subject.map(split_of)
     splits = ok[SPLIT_COLUMNS].sort_values(["split", "session"]).reset_index(drop=True)
-    meta = {"seed": seed, "protocol": protocol, "test_frac": test_frac,
-            "subjects": {"train": train, "val": val, "test": test}}
+    meta = {
+        "seed": seed,
+        "protocol": protocol,
+        "test_frac": test_frac,
+        "subjects": {"train": train, "val": val, "test": test},
+    }
     return splits, meta
 
 
@@ -80,8 +85,14 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def write_splits(manifest_path: Path, splits_path: Path, meta_path: Path, seed: int, protocol: str = "auto",
-                 test_frac: float = 0.2) -> tuple[pd.DataFrame, dict]:
+def write_splits(
+    manifest_path: Path,
+    splits_path: Path,
+    meta_path: Path,
+    seed: int,
+    protocol: str = "auto",
+    test_frac: float = 0.2,
+) -> tuple[pd.DataFrame, dict]:
     if not manifest_path.is_file():
         raise SplitError(f"{manifest_path}: no sessions manifest; run `rpm preprocess` first")
     sessions = pd.read_csv(manifest_path, dtype={"subject": str, "trial": str}, keep_default_na=False)

@@ -57,20 +57,34 @@ def remove_group(store_path: str | Path, group_name: str) -> None:
         shutil.rmtree(target)
 
 
-def write_session(store_path: str | Path, group_name: str, video: np.ndarray, bvp: np.ndarray,
-                  radar: np.ndarray, radar_ok: np.ndarray, attrs: dict) -> None:
+def write_session(
+    store_path: str | Path,
+    group_name: str,
+    video: np.ndarray,
+    bvp: np.ndarray,
+    radar: np.ndarray,
+    radar_ok: np.ndarray,
+    attrs: dict,
+) -> None:
     """Write one session group, then mark it complete. Any earlier partial group is replaced."""
     t = video.shape[0]
     if bvp.shape != (t,) or radar.shape[0] != radar_ok.shape[0]:
-        raise StoreError(f"{group_name}: inconsistent lengths video {video.shape}, bvp {bvp.shape}, "
-                         f"radar {radar.shape}, radar_ok {radar_ok.shape}")
+        raise StoreError(
+            f"{group_name}: inconsistent lengths video {video.shape}, bvp {bvp.shape}, "
+            f"radar {radar.shape}, radar_ok {radar_ok.shape}"
+        )
     remove_group(store_path, group_name)
     root = open_store(store_path, mode="a")
     g = root.create_group(group_name)
     shard_frames = int(np.ceil(t / VIDEO_CHUNK_FRAMES) * VIDEO_CHUNK_FRAMES)
-    v = g.create_array("video", shape=video.shape, dtype="uint8",
-                       chunks=(VIDEO_CHUNK_FRAMES, *video.shape[1:]), shards=(shard_frames, *video.shape[1:]),
-                       compressors=[_COMPRESSOR])
+    v = g.create_array(
+        "video",
+        shape=video.shape,
+        dtype="uint8",
+        chunks=(VIDEO_CHUNK_FRAMES, *video.shape[1:]),
+        shards=(shard_frames, *video.shape[1:]),
+        compressors=[_COMPRESSOR],
+    )
     v[...] = video
     b = g.create_array("bvp", shape=bvp.shape, dtype="float32", chunks=bvp.shape)
     b[...] = bvp.astype(np.float32)

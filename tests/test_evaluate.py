@@ -16,7 +16,12 @@ def test_hr_of_sinusoid_within_half_bpm(bpm):
 def test_hr_of_ppg_shape_with_harmonics():
     t = np.arange(900) / 30.0
     phase = 2 * np.pi * 72 / 60 * t
-    ppg = np.sin(phase) + 0.5 * np.sin(2 * phase + 1) + 0.25 * np.sin(3 * phase + 2) + 0.3 * np.sin(2 * np.pi * 0.25 * t)
+    ppg = (
+        np.sin(phase)
+        + 0.5 * np.sin(2 * phase + 1)
+        + 0.25 * np.sin(3 * phase + 2)
+        + 0.3 * np.sin(2 * np.pi * 0.25 * t)
+    )
     assert abs(hr_from_psd(ppg) - 72.0) < 0.5
 
 

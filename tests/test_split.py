@@ -8,8 +8,16 @@ def sessions(n_subjects=11, trials=3, fold_test=()):
     rows = []
     for s in range(1, n_subjects + 1):
         for t in range(1, trials + 1):
-            rows.append({"session": f"v_{s}_{t}", "dataset": "equipleth", "subject": str(s), "trial": str(t),
-                         "status": "ok", "fold_split": "test" if s in fold_test else ""})
+            rows.append(
+                {
+                    "session": f"v_{s}_{t}",
+                    "dataset": "equipleth",
+                    "subject": str(s),
+                    "trial": str(t),
+                    "status": "ok",
+                    "fold_split": "test" if s in fold_test else "",
+                }
+            )
     return pd.DataFrame(rows)
 
 

@@ -39,8 +39,14 @@ def window_starts(n_frames: int, frames: int, stride: int) -> list[int]:
 class WindowDataset(Dataset):
     """Windows over the given sessions; the store is opened lazily in each worker process."""
 
-    def __init__(self, store_path, sessions: list[str], frames: int, stride: int,
-                 labeled_subjects: set[str] | None = None):
+    def __init__(
+        self,
+        store_path,
+        sessions: list[str],
+        frames: int,
+        stride: int,
+        labeled_subjects: set[str] | None = None,
+    ):
         self.store_path = str(store_path)
         self.frames = frames
         root = open_store(self.store_path, "r")
@@ -48,11 +54,15 @@ class WindowDataset(Dataset):
         for session in sorted(sessions):
             g = root[session]
             if not g.attrs.get("complete", False):
-                raise RuntimeError(f"{self.store_path}/{session}: session is not complete in the store; "
-                                   "rerun `rpm preprocess`")
+                raise RuntimeError(
+                    f"{self.store_path}/{session}: session is not complete in the store; "
+                    "rerun `rpm preprocess`"
+                )
             n = g["video"].shape[0]
             for s in window_starts(n, frames, stride):
-                self.windows.append(Window(session, str(g.attrs["subject"]), s, int(g.attrs.get("skin_type", -1))))
+                self.windows.append(
+                    Window(session, str(g.attrs["subject"]), s, int(g.attrs.get("skin_type", -1)))
+                )
         self.labeled_subjects = labeled_subjects
         self._root = None
         self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -78,8 +88,13 @@ class WindowDataset(Dataset):
         rf = radar[RADAR_PER_FRAME * s : RADAR_PER_FRAME * (s + t) : RADAR_PER_FRAME]  # (T, 2, 5)
         rf = np.ascontiguousarray(rf.transpose(1, 2, 0).reshape(-1, t))  # (10, T)
         labeled = self.labeled_subjects is None or w.subject in self.labeled_subjects
-        return {"video": torch.from_numpy(np.ascontiguousarray(video)), "bvp": torch.from_numpy(label),
-                "rf": torch.from_numpy(rf.astype(np.float32)), "labeled": torch.tensor(labeled), "index": i}
+        return {
+            "video": torch.from_numpy(np.ascontiguousarray(video)),
+            "bvp": torch.from_numpy(label),
+            "rf": torch.from_numpy(rf.astype(np.float32)),
+            "labeled": torch.tensor(labeled),
+            "index": i,
+        }
 
 
 def video_to_input(video: torch.Tensor, size: int, device: torch.device) -> torch.Tensor:

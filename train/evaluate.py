@@ -19,8 +19,14 @@ from scipy import signal
 HR_LO_BPM, HR_HI_BPM = 45.0, 180.0
 
 
-def hr_from_psd(x: np.ndarray, fs: float = 30.0, lo_bpm: float = HR_LO_BPM, hi_bpm: float = HR_HI_BPM,
-                order: int = 6, resolution_bpm: float = 0.1) -> float:
+def hr_from_psd(
+    x: np.ndarray,
+    fs: float = 30.0,
+    lo_bpm: float = HR_LO_BPM,
+    hi_bpm: float = HR_HI_BPM,
+    order: int = 6,
+    resolution_bpm: float = 0.1,
+) -> float:
     """Heart rate (bpm) of one waveform ``x`` (samples at ``fs`` Hz) by the band-limited PSD peak."""
     x = np.asarray(x, dtype=np.float64).ravel()
     if x.size < 16 or not np.isfinite(x).all():

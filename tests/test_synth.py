@@ -1,0 +1,252 @@
+"""Synthetic EquiPleth generator: layout, radar decoding, physiological content, determinism, reruns."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import signal
+
+from pipeline.dca1000 import decode_capture, read_rf_pkl
+from pipeline.physio import simulate_physiology
+from pipeline.radar import RF_SCALE, find_chest_bin, range_fft
+from pipeline.synth_equipleth import synth_equipleth
+
+SECONDS = 10.0
+SUBJECTS = 3
+CROP = 64
+N_FRAMES = 300
+N_RADAR = 1233  # round(120 * 10) + 33
+ARGS = dict(subjects=SUBJECTS, trials=1, seconds=SECONDS, seed=7, crop_size=CROP, progress=False)
+NAMES = [f"{s}_1" for s in range(1, SUBJECTS + 1)]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth") / "equipleth"
+    df = synth_equipleth(out, **ARGS)
+    truth = json.loads((out / "synth_truth.json").read_text())
+    return out, df, truth
+
+
+def _peak_bpm(x: np.ndarray, fs: float, lo_bpm: float = 45.0, hi_bpm: float = 180.0) -> float:
+    x = signal.detrend(np.asarray(x, dtype=np.float64))
+    f, p = signal.periodogram(x, fs=fs, window="hann", nfft=max(1 << 16, x.size))
+    band = (f >= lo_bpm / 60.0) & (f <= hi_bpm / 60.0)
+    return float(60.0 * f[band][np.argmax(p[band])])
+
+
+def _frames(rgb_dir: Path) -> np.ndarray:
+    return np.stack([np.asarray(Image.open(rgb_dir / f"rgbd_rgb_{i}.png")) for i in range(N_FRAMES)])
+
+
+def _skin_green(frames: np.ndarray) -> np.ndarray:
+    """Mean green over the skin region: pixels whose colour matches the cheek/nose patch."""
+    mean = frames.astype(np.float64).mean(0)
+    h, w, _ = mean.shape
+    ref = np.median(mean[int(0.45 * h) : int(0.7 * h), int(0.3 * w) : int(0.7 * w)].reshape(-1, 3), axis=0)
+    chroma = mean / mean.sum(-1, keepdims=True)
+    lum = mean.sum(-1) / ref.sum()
+    mask = (np.abs(chroma - ref / ref.sum()).max(-1) < 0.03) & (lum > 0.6) & (lum < 1.4)
+    assert 0.1 < mask.mean() < 0.8, f"implausible skin fraction {mask.mean():.2f}"
+    return frames[:, mask, 1].astype(np.float64).mean(1)
+
+
+# --------------------------------------------------------------------------- layout
+
+
+def test_layout(dataset):
+    out, df, truth = dataset
+    assert sorted(p.name for p in (out / "rgb_files").iterdir()) == [f"v_{n}" for n in NAMES]
+    assert sorted(p.name for p in (out / "rf_files").iterdir()) == NAMES
+    assert not (out / ".synth_tmp").exists()
+    for name in NAMES:
+        rgb = out / "rgb_files" / f"v_{name}"
+        expected = {f"rgbd_rgb_{i}.png" for i in range(N_FRAMES)} | {"rgbd_ppg.npy"}
+        assert {p.name for p in rgb.iterdir()} == expected  # exact set: no zero padding, nothing extra
+        assert not (rgb / "rgbd_rgb_007.png").exists() and (rgb / "rgbd_rgb_7.png").exists()
+        with Image.open(rgb / f"rgbd_rgb_{N_FRAMES - 1}.png") as im:
+            assert im.format == "PNG" and im.mode == "RGB" and im.size == (CROP, CROP)
+        ppg = np.load(rgb / "rgbd_ppg.npy")
+        assert ppg.dtype == np.float64 and ppg.shape == (N_FRAMES,)
+        rf = out / "rf_files" / name
+        assert {p.name for p in rf.iterdir()} == {"rf.pkl", "vital_dict.npy"}
+        vital = np.load(rf / "vital_dict.npy", allow_pickle=True)
+        assert vital.shape == ()
+        np.testing.assert_array_equal(vital.item()["rgbd"]["NOM_PLETHWaveExport"], ppg)
+
+    with open(out / "fitzpatrick_labels.pkl", "rb") as f:
+        fitz = pickle.load(f)
+    assert sorted(fitz) == [f"v_{s}" for s in range(1, SUBJECTS + 1)]
+    assert all(isinstance(v, int) and 1 <= v <= 6 for v in fitz.values())
+    assert len(set(fitz.values())) == SUBJECTS  # skin types cycle through subjects
+
+    with open(out / "demo_fold.pkl", "rb") as f:
+        folds = pickle.load(f)
+    assert list(folds) == [0] and set(folds[0]) == {"train", "val", "test"}
+    parts = {k: {n.split("_")[1] for n in v} for k, v in folds[0].items()}
+    assert all(parts[k] for k in ("train", "val", "test"))
+    tr, va, te = parts["train"], parts["val"], parts["test"]
+    assert not (tr & va or tr & te or va & te)
+    assert sorted(sum(folds[0].values(), [])) == [f"v_{n}" for n in NAMES]
+
+    assert "NOT part of the real EquiPleth layout" in truth["_note"]
+    assert sorted(truth["trials"]) == [f"v_{n}" for n in NAMES]
+    assert list(df.columns) == [
+        "subject",
+        "trial",
+        "rgb_dir",
+        "rf_dir",
+        "skin_type",
+        "mean_hr_bpm",
+        "chest_bin",
+        "n_frames",
+        "n_radar_frames",
+    ]
+    assert len(df) == SUBJECTS and (df.n_frames == N_FRAMES).all() and (df.n_radar_frames == N_RADAR).all()
+    for row in df.itertuples():
+        t = truth["trials"][f"v_{row.subject}_{row.trial}"]
+        assert row.skin_type == fitz[f"v_{row.subject}"] == t["skin_type"]
+        assert row.chest_bin == t["chest_bin"] and 7 <= row.chest_bin <= 16
+        assert 40 <= row.mean_hr_bpm <= 155 and row.mean_hr_bpm == pytest.approx(t["mean_hr_bpm"])
+        assert 0.35 <= t["chest_range_m"] <= 0.8 and 0.08 <= t["ptt_s"] <= 0.25
+        assert len(t["hr_trajectory_bpm"]) == len(t["hr_times_s"]) == int(SECONDS) + 1
+
+
+# --------------------------------------------------------------------------- radar
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_radar_decodes_and_chest_bin(dataset, name):
+    out, _, truth = dataset
+    capture = read_rf_pkl(out / "rf_files" / name / "rf.pkl")
+    for stamp in (capture.start_time, capture.end_time):
+        assert stamp.endswith("Z")
+        datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ")
+    assert all(p.size == 728 for p in capture.payloads[:-1])
+    dec = decode_capture(capture)
+    assert dec.adc.shape == (N_RADAR, 256) and dec.valid.all() and dec.lost_packets == 0
+    profiles = range_fft(dec.adc)
+    t = truth["trials"][f"v_{name}"]
+    chest = find_chest_bin(profiles)
+    assert chest == t["chest_bin"]
+    peak = np.abs(profiles[:, chest]).mean() / RF_SCALE
+    assert 0.2 < peak < 1.05
+    # The enclosure reflection sits below the chest search window, near bin 2.
+    assert 1 <= int(np.argmax(np.abs(profiles[:, :5]).sum(0))) <= 3
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_radar_phase_carries_heart_rate(dataset, name):
+    out, _, truth = dataset
+    dec = decode_capture(read_rf_pkl(out / "rf_files" / name / "rf.pkl"))
+    profiles = range_fft(dec.adc)
+    phase = np.unwrap(np.angle(profiles[:, find_chest_bin(profiles)]))
+    sos = signal.butter(4, [0.7, 3.0], btype="bandpass", fs=120.0, output="sos")
+    cardiac = signal.sosfiltfilt(sos, phase)
+    hr = truth["trials"][f"v_{name}"]["mean_hr_bpm"]
+    assert abs(_peak_bpm(cardiac, 120.0) - hr) <= 4.0
+    # Respiration dominates the raw phase: its peak is below the cardiac band.
+    assert _peak_bpm(phase, 120.0, lo_bpm=5.0, hi_bpm=180.0) < 30.0
+
+
+# --------------------------------------------------------------------------- PPG and video
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ppg_rate(dataset, name):
+    out, _, truth = dataset
+    ppg = np.load(out / "rgb_files" / f"v_{name}" / "rgbd_ppg.npy")
+    assert abs(_peak_bpm(ppg, 30.0) - truth["trials"][f"v_{name}"]["mean_hr_bpm"]) <= 3.0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_video_pulses_at_heart_rate_and_matches_label_offset(dataset, name):
+    out, _, truth = dataset
+    rgb = out / "rgb_files" / f"v_{name}"
+    green = _skin_green(_frames(rgb))
+    hr = truth["trials"][f"v_{name}"]["mean_hr_bpm"]
+    assert abs(_peak_bpm(green, 30.0) - hr) <= 4.0
+    # Label convention: video frame t shows the pulse stored at PPG index t + 25 (more blood, darker skin).
+    sos = signal.butter(2, [0.7, 3.5], btype="bandpass", fs=30.0, output="sos")
+    label = signal.sosfiltfilt(sos, np.load(rgb / "rgbd_ppg.npy"))
+    video = -signal.sosfiltfilt(sos, green)
+    n = N_FRAMES - 25 - 10
+    corr = {
+        lag: np.corrcoef(video[10 : 10 + n - 10], label[25 + 10 + lag : 25 + n + lag])[0, 1]
+        for lag in range(-5, 6)
+    }
+    best = max(corr, key=corr.get)
+    assert abs(best) <= 1 and corr[best] > 0.5, corr
+
+
+# --------------------------------------------------------------------------- determinism and reruns
+
+
+def _all_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_deterministic_bytes(dataset, tmp_path):
+    out, _, _ = dataset
+    other = tmp_path / "again"
+    synth_equipleth(other, **ARGS)
+    a, b = _all_bytes(out), _all_bytes(other)
+    assert sorted(a) == sorted(b)
+    for key in ("rgb_files/v_2_1/rgbd_rgb_123.png", "rgb_files/v_2_1/rgbd_ppg.npy", "rf_files/2_1/rf.pkl"):
+        assert a[key] == b[key], key
+    differing = [k for k in a if a[k] != b[k]]
+    assert differing == []
+    # A different seed really changes the data.
+    third = tmp_path / "seed8"
+    synth_equipleth(third, **{**ARGS, "subjects": 1, "seed": 8})
+    assert (third / "rf_files/1_1/rf.pkl").read_bytes() != a["rf_files/1_1/rf.pkl"]
+    assert (third / "rgb_files/v_1_1/rgbd_ppg.npy").read_bytes() != a["rgb_files/v_1_1/rgbd_ppg.npy"]
+
+
+def test_rerun_skips_complete_and_repairs_half_written(tmp_path):
+    out = tmp_path / "ds"
+    args = {**ARGS, "subjects": 2, "seconds": 2.0}
+    df1 = synth_equipleth(out, **args)
+    before = _all_bytes(out)
+    png = out / "rgb_files/v_1_1/rgbd_rgb_0.png"
+    mtime = png.stat().st_mtime_ns
+    df2 = synth_equipleth(out, **args)
+    assert png.stat().st_mtime_ns == mtime  # complete trial skipped, not rewritten
+    assert df1.equals(df2) and _all_bytes(out) == before
+    # Interrupted between the two renames: the rgb half exists alone -> regenerated identically.
+    shutil.rmtree(out / "rf_files/2_1")
+    synth_equipleth(out, **args)
+    assert _all_bytes(out) == before
+    # Different arguments never mix with an existing dataset.
+    with pytest.raises(FileExistsError, match=re.escape("v_1_1")):
+        synth_equipleth(out, **{**args, "seconds": 3.0})
+
+
+# --------------------------------------------------------------------------- physiology
+
+
+def test_physiology_ranges_and_timing():
+    for seed in range(5):
+        ph = simulate_physiology(30.0, np.random.default_rng(seed), t0=-1.0)
+        again = simulate_physiology(30.0, np.random.default_rng(seed), t0=-1.0)
+        t = np.arange(-1.0, 29.0, 1 / 120)
+        np.testing.assert_array_equal(ph.ppg(t), again.ppg(t))
+        truth = ph.truth()
+        assert 40 <= truth["mean_hr_bpm"] <= 155 and 7 <= truth["resp_rate_bpm"] <= 27
+        assert 0.08 <= ph.ptt_s <= 0.25
+        resp = ph.respiration_displacement(t)
+        assert 1.7e-3 <= resp.max() - resp.min() <= 7e-3
+        card = ph.cardiac_displacement(t)
+        assert 0.09e-3 <= card.max() - card.min() <= 0.51e-3
+        # The pulse reaches the PPG site one PTT after the chest moves: same rate, delayed.
+        np.testing.assert_allclose(ph.pulse_rate(t[200:]), ph.heart_rate(t[200:] - ph.ptt_s))
+        with pytest.raises(ValueError):
+            ph.ppg(np.array([40.0]))
