@@ -13,8 +13,16 @@ Alignment (the EquiPleth convention): the first 25 PPG samples are dropped, so l
 sample t + 25 = video frame t = radar frame 4t. Each session is stored with
 T = min(frames, len(ppg) - 25, radar_frames // 4) so every array is index-aligned.
 
-One dask task processes and writes one session (never two writers to a group). A session that
-cannot be used is recorded as ``failed`` with its reason in the manifest; the run continues.
+Radar: ``rf.pkl`` is decoded by byte count by default (lost packets leave marked, interpolated
+frames and the 4t <-> t alignment holds); ``decoder="organizer"`` reproduces the reference
+``Organizer`` exactly (everything before the first gap dropped, no placeholders), for comparison
+with published numbers. The decoder is part of the stored ``params``: rerunning with the other one
+redoes every session. Folds: every fold of ``demo_fold.pkl`` is recorded (column ``folds``, JSON
+{fold: split}); ``fold_split`` repeats fold 0 and ``rpm split --protocol fold --fold K`` uses fold K.
+
+The shared machinery (one dask task per session, resume, manifest, validation) is
+``pipeline.recipe``. A session that cannot be used is recorded as ``failed`` with its reason in
+the manifest; the run continues.
 """
 
 from __future__ import annotations
@@ -24,24 +32,20 @@ import pickle
 import re
 from pathlib import Path
 
-import dask
 import numpy as np
 import pandas as pd
-from dask.diagnostics import ProgressBar
 from PIL import Image
 
-from manifests import SESSION_COLUMNS
 from pipeline import dca1000, radar
-from pipeline.store import CROP_SIZE, is_complete, open_store, write_session
+from pipeline.recipe import Job, SessionData, SessionError, run_recipe, validate_store
+from pipeline.store import CROP_SIZE
+
+__all__ = ["SessionError", "prepare_equipleth", "validate_store", "read_frames", "read_ppg", "read_radar"]
 
 PPG_OFFSET = 25
 FPS = 30.0
 RADAR_PER_FRAME = 4
 _FRAME_RE = re.compile(r"^rgbd_rgb_(\d+)\.png$")
-
-
-class SessionError(RuntimeError):
-    """A session that cannot be used; the message names the file and the problem."""
 
 
 def list_sessions(root: Path) -> list[str]:
@@ -77,8 +81,11 @@ def read_frames(session_dir: Path, size: int = CROP_SIZE) -> np.ndarray:
                     raise SessionError(
                         f"{path}: frame size {im.size} differs from the first frame's {first_size}"
                     )
-                shrink = im.size[0] >= size and im.size[1] >= size
-                im = im.resize((size, size), Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR)
+                if im.size != (size, size):
+                    shrink = im.size[0] >= size and im.size[1] >= size
+                    im = im.resize(
+                        (size, size), Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR
+                    )
                 out[i] = np.asarray(im)
         except SessionError:
             raise
@@ -114,114 +121,81 @@ def read_ppg(root: Path, session: str) -> np.ndarray:
     return ppg
 
 
-def read_radar(rf_path: Path, decoder: str) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """rf.pkl -> (iq (N, 2, 5) float32, ok (N,) bool, chest bin, lost packets)."""
+def read_radar(rf_path: Path, decoder: str) -> tuple[np.ndarray, np.ndarray, int, dca1000.DecodedRadar]:
+    """rf.pkl -> (iq (N, 2, 5) float32, ok (N,) bool, chest bin, decoded capture with loss counts)."""
     decoded = dca1000.decode_capture(dca1000.read_rf_pkl(rf_path), decoder)
     profiles = radar.range_fft(decoded.adc)
     chest_bin = radar.find_chest_bin(profiles, decoded.valid)
     iq = radar.fill_lost_frames(radar.iq_window(profiles, chest_bin), decoded.valid)
-    return iq, decoded.valid, chest_bin, decoded.lost_packets
+    return iq, decoded.valid, chest_bin, decoded
+
+
+def load_folds(root: Path) -> dict[str, dict[str, str]]:
+    """``demo_fold.pkl`` -> {"v_<s>_<t>": {fold: split}} over every fold (empty when absent)."""
+    path = root / "demo_fold.pkl"
+    if not path.is_file():
+        return {}
+    with open(path, "rb") as f:
+        folds = pickle.load(f)
+    out: dict[str, dict[str, str]] = {}
+    for fold in sorted(folds, key=str):
+        for split in ("train", "val", "test"):
+            for name in folds[fold].get(split, []):
+                out.setdefault(str(name), {})[str(fold)] = split
+    return out
 
 
 def load_labels(root: Path) -> tuple[dict[str, int], dict[str, str]]:
-    """Fitzpatrick types {"v_<s>": type} and demo-fold membership {"v_<s>_<t>": split} (fold 0)."""
+    """Fitzpatrick types {"v_<s>": type} and fold-0 membership {"v_<s>_<t>": split}."""
     skin: dict[str, int] = {}
     fitz = root / "fitzpatrick_labels.pkl"
     if fitz.is_file():
         with open(fitz, "rb") as f:
             skin = {str(k): int(v) for k, v in dict(pickle.load(f)).items()}
-    fold_of: dict[str, str] = {}
-    fold = root / "demo_fold.pkl"
-    if fold.is_file():
-        with open(fold, "rb") as f:
-            folds = pickle.load(f)
-        first = folds[sorted(folds)[0]]
-        for split in ("train", "val", "test"):
-            for name in first.get(split, []):
-                fold_of[str(name)] = split
+    folds = load_folds(root)
+    first = min((k for v in folds.values() for k in v), key=_fold_key, default=None)
+    fold_of = {name: f[first] for name, f in folds.items() if first in f}
     return skin, fold_of
 
 
-def _process_session(
-    root: Path, store: Path, session: str, skin_type: int, fold_split: str, decoder: str, overwrite: bool
-) -> dict:
-    subject, trial = session.split("_")[1:3]
-    row = {
-        "session": session,
-        "dataset": "equipleth",
-        "subject": subject,
-        "trial": trial,
-        "status": "failed",
-        "reason": "",
-        "skin_type": skin_type,
-        "fold_split": fold_split,
-        "n_frames": 0,
-        "n_radar_frames": 0,
-        "radar_bin": -1,
-        "rf_lost_packets": 0,
-        "rf_lost_frames": 0,
-        "store_group": session,
-    }
-    if not overwrite and store.exists() and is_complete(open_store(store, "r"), session):
-        return {**row, **json.loads(open_store(store, "r")[session].attrs["manifest_row"])}
-    try:
-        frames = read_frames(root / "rgb_files" / session)
-        ppg = read_ppg(root, session)
-        rf_path = root / "rf_files" / session[2:] / "rf.pkl"
-        iq, ok, chest_bin, lost_packets = read_radar(rf_path, decoder)
-        t = min(frames.shape[0], ppg.size - PPG_OFFSET, iq.shape[0] // RADAR_PER_FRAME)
-        if t < 2 * FPS:
-            raise SessionError(
-                f"{root / 'rf_files' / session[2:]}: only {t} aligned frames (< 2 s) "
-                f"from {frames.shape[0]} frames, {ppg.size} PPG samples, {iq.shape[0]} radar frames"
-            )
-        n_rf = t * RADAR_PER_FRAME
-        row.update(
-            status="ok",
-            n_frames=t,
-            n_radar_frames=n_rf,
-            radar_bin=chest_bin,
-            rf_lost_packets=lost_packets,
-            rf_lost_frames=int((~ok[:n_rf]).sum()),
+def _fold_key(k: str):
+    return (0, int(k), k) if k.isdigit() else (1, 0, k)
+
+
+def build_session(root: Path, session: str, decoder: str) -> SessionData:
+    """Read, align and check one EquiPleth session (see the module docstring)."""
+    frames = read_frames(root / "rgb_files" / session)
+    ppg = read_ppg(root, session)
+    rf_path = root / "rf_files" / session[2:] / "rf.pkl"
+    iq, ok, chest_bin, decoded = read_radar(rf_path, decoder)
+    t = min(frames.shape[0], ppg.size - PPG_OFFSET, iq.shape[0] // RADAR_PER_FRAME)
+    if t < 2 * FPS:
+        raise SessionError(
+            f"{rf_path.parent}: only {t} aligned frames (< 2 s) "
+            f"from {frames.shape[0]} frames, {ppg.size} PPG samples, {iq.shape[0]} radar frames"
         )
-        attrs = {
-            "dataset": "equipleth",
-            "subject": subject,
-            "trial": trial,
-            "skin_type": skin_type,
-            "fps": FPS,
-            "radar_fps": dca1000.RADAR_FPS,
-            "radar_bin": chest_bin,
-            "ppg_offset": PPG_OFFSET,
-            "manifest_row": json.dumps(row),
-        }
-        write_session(
-            store, session, frames[:t], ppg[PPG_OFFSET : PPG_OFFSET + t], iq[:n_rf], ok[:n_rf], attrs
-        )
-    except (SessionError, dca1000.RfFormatError) as exc:
-        row["reason"] = str(exc)
-    return row
-
-
-def _compute(tasks: list, scheduler: str, workers: int) -> list:
-    if scheduler.startswith(("tcp://", "tls://", "inproc://")) or scheduler == "distributed":
-        from dask.distributed import Client, LocalCluster, progress
-
-        if scheduler == "distributed":
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)
-            client = Client(cluster)
-        else:
-            cluster, client = None, Client(scheduler)
-        try:
-            futures = client.compute(tasks)
-            progress(futures)
-            return client.gather(futures)
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
-    with ProgressBar(minimum=1.0):
-        return list(dask.compute(*tasks, scheduler=scheduler, num_workers=workers))
+    n_rf = t * RADAR_PER_FRAME
+    lost_frames = int((~ok[:n_rf]).sum())
+    repairs = [f"radar: {lost_frames} lost frames interpolated"] if lost_frames else []
+    if frames.shape[0] > t:
+        repairs.append(f"video: {frames.shape[0] - t} trailing frames dropped")
+    return SessionData(
+        video=frames[:t],
+        bvp=ppg[PPG_OFFSET : PPG_OFFSET + t],
+        radar=iq[:n_rf],
+        radar_ok=ok[:n_rf],
+        fps=FPS,
+        radar_fps=dca1000.RADAR_FPS,
+        radar_bin=chest_bin,
+        radar_channel=radar.IQ_HALF_WIDTH,
+        attrs={"ppg_offset": PPG_OFFSET, "rf_decoder": decoder},
+        row={
+            "rf_lost_packets": decoded.lost_packets,
+            "rf_lost_frames": lost_frames,
+            "rf_discontinuities": decoded.discontinuities,
+            "repairs": "; ".join(repairs),
+        },
+    )
 
 
 def prepare_equipleth(
@@ -237,41 +211,32 @@ def prepare_equipleth(
 
     scheduler: ``threads`` (default), ``processes``, ``sync``, ``distributed`` (a local
     dask.distributed cluster with ``workers`` processes) or a scheduler address (``tcp://...``).
-    A rerun skips sessions whose store group is complete unless ``overwrite``.
+    ``store`` may be a path or an fsspec URL. A rerun skips sessions whose store group is complete
+    and was made with the same decoder, unless ``overwrite``.
     Returns the sessions manifest (one row per session, failed ones included).
     """
-    root, store, manifests_dir = Path(root), Path(store), Path(manifests_dir)
+    if decoder not in dca1000.DECODERS:
+        raise ValueError(f"unknown rf decoder {decoder!r}; choose one of {sorted(dca1000.DECODERS)}")
+    root = Path(root)
     sessions = list_sessions(root)
     if not sessions:
         raise FileNotFoundError(f"{root / 'rgb_files'}: no v_<subject>_<trial> session folders")
-    skin, fold_of = load_labels(root)
-    open_store(store, mode="a")  # create the root group once, before any writer starts
-    tasks = [
-        dask.delayed(_process_session)(
-            root, store, s, skin.get("_".join(s.split("_")[:2]), -1), fold_of.get(s, ""), decoder, overwrite
-        )
-        for s in sessions
-    ]
-    rows = _compute(tasks, scheduler, workers)
-    manifest = pd.DataFrame(rows, columns=SESSION_COLUMNS)
-    validate_store(store, manifest)
-    manifests_dir.mkdir(parents=True, exist_ok=True)
-    out = manifests_dir / "equipleth_sessions.csv"
-    tmp = out.with_suffix(".csv.partial")
-    manifest.to_csv(tmp, index=False)
-    tmp.replace(out)
-    return manifest
-
-
-def validate_store(store: Path, manifest: pd.DataFrame) -> None:
-    """Check that every ``ok`` session is complete in the store with the manifest's shapes."""
-    root = open_store(store, "r")
-    for row in manifest[manifest.status == "ok"].itertuples():
-        g = root[row.store_group]
-        if not g.attrs.get("complete", False):
-            raise RuntimeError(f"{store}/{row.store_group}: marked ok but not complete")
-        shapes = (g["video"].shape[0], g["bvp"].shape[0], g["radar"].shape[0])
-        if shapes != (row.n_frames, row.n_frames, row.n_radar_frames):
-            raise RuntimeError(
-                f"{store}/{row.store_group}: array lengths {shapes} disagree with the manifest"
-            )
+    skin, _ = load_labels(root)
+    folds = load_folds(root)
+    first = min((k for v in folds.values() for k in v), key=_fold_key, default=None)
+    jobs = []
+    for s in sessions:
+        subject, trial = s.split("_")[1:3]
+        f = folds.get(s, {})
+        row = {
+            "session": s,
+            "dataset": "equipleth",
+            "subject": subject,
+            "trial": trial,
+            "skin_type": skin.get(f"v_{subject}", -1),
+            "fold_split": f.get(first, "") if first is not None else "",
+            "folds": json.dumps(f, sort_keys=True) if f else "",
+        }
+        jobs.append(Job(row=row, build=build_session, args=(root, s, decoder)))
+    params = {"recipe": "equipleth", "version": 2, "rf_decoder": decoder}
+    return run_recipe("equipleth", jobs, store, manifests_dir, params, workers, scheduler, overwrite)

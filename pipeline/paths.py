@@ -5,7 +5,7 @@ current directory::
 
     data/raw/<dataset>/     raw dataset in its real on-disk layout (``rpm synth`` writes here)
     data/<dataset>.zarr     preprocessed Zarr v3 store (``rpm preprocess``)
-    manifests/              session and split manifests (CSV + JSON)
+    manifests/              session, split and clip manifests (CSV + JSON)
     runs/<name>/            checkpoints and training logs (``rpm train``)
     reports/                evaluation reports (``rpm report``)
 """
@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-DATASETS = ("equipleth",)
+DATASETS = ("equipleth", "physdrive", "folder")
 
 
 @dataclass(frozen=True)
@@ -56,3 +56,7 @@ class Workdir:
     @property
     def splits_meta(self) -> Path:
         return self.manifests / "splits.json"
+
+    @property
+    def clips_manifest(self) -> Path:
+        return self.manifests / "clips.csv"

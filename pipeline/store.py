@@ -1,22 +1,31 @@
 """Zarr v3 session store: one group per session, one writer per session.
 
-Layout of ``data/<dataset>.zarr`` (one group per session, e.g. ``v_3_1/``):
+Layout of ``data/<dataset>.zarr`` (one group per session, e.g. ``v_3_1/`` or ``AFH1_AS/``):
 
 =========  ===============================  =======  ==========================================
 array      shape                            dtype    meaning
 =========  ===============================  =======  ==========================================
 video      (T, 128, 128, 3)                 uint8    RGB face crops, frame t at ``fps`` (30 Hz)
-bvp        (T,)                             float32  PPG aligned to video frame t (raw units)
-radar      (4 T, 2, 5)                      float32  range-FFT [I, Q] of bins r-2..r+2 at 120 Hz,
-                                                     scaled by 1/1.255e5; frame 4t <-> video t
-radar_ok   (4 T,)                           bool     False where a radar frame was lost and filled
+bvp        (T,)                             float32  PPG/BVP aligned to video frame t (raw units)
+radar      (T_rf, 2, bins)                  float32  [I, Q] of range bins at ``radar_fps``;
+                                                     radar frame j <-> time j / radar_fps on the
+                                                     video clock (EquiPleth: T_rf = 4 T, 5 bins
+                                                     r-2..r+2 at 120 Hz, scaled by 1/1.255e5;
+                                                     PhysDrive: 8 range bins at 20 Hz)
+radar_ok   (T_rf,)                          bool     False where a radar frame was lost/not
+                                                     covered (stored as zeros or interpolated)
 =========  ===============================  =======  ==========================================
 
 ``video`` is chunked 32 frames in time and stored as one shard per session (one file), so a
 random training window is a handful of chunk reads. Group attributes: ``fps``, ``radar_fps``,
-``radar_bin``, ``subject``, ``trial``, ``skin_type``, ``dataset``, ``ppg_offset`` and
-``complete``. ``complete`` is set only after every array is written: a missing shard reads back
-as zeros in zarr, so readers must check it, and a rerun redoes any group without it.
+``radar_bin``, ``radar_channel`` (index of the chosen bin on the ``bins`` axis), ``subject``,
+``trial``, ``skin_type``, ``dataset``, ``conditions``, ``params`` (what produced the group),
+``manifest_row`` and ``complete``. ``complete`` is set only after every array is written: a
+missing shard reads back as zeros in zarr, so readers must check it, and a rerun redoes any group
+without it.
+
+The store may be a local path or any fsspec URL zarr accepts (``s3://bucket/x.zarr``,
+``memory://x``); ``file://`` URLs are treated as local paths.
 """
 
 from __future__ import annotations
@@ -26,21 +35,46 @@ from pathlib import Path
 
 import numpy as np
 import zarr
+import zarr.errors
 from zarr.codecs import BloscCodec
 
 VIDEO_CHUNK_FRAMES = 32
 CROP_SIZE = 128
-_COMPRESSOR = BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle")
+# lz4 level 1: half the write time of level 5 on video, reads as fast (byte-shuffle does nothing for uint8)
+_COMPRESSOR = BloscCodec(cname="lz4", clevel=1, shuffle="noshuffle")
 
 
 class StoreError(RuntimeError):
     pass
 
 
+def local_path(path: str | Path) -> Path | None:
+    """The local filesystem path of a store location, or None for a remote fsspec URL."""
+    text = str(path)
+    if text.startswith("file://"):
+        return Path(text[len("file://") :])
+    if "://" in text:
+        return None
+    return Path(text)
+
+
+def store_exists(path: str | Path) -> bool:
+    local = local_path(path)
+    if local is not None:
+        return local.exists()
+    try:
+        zarr.open_group(str(path), mode="r", zarr_format=3)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        return False
+    return True
+
+
 def open_store(path: str | Path, mode: str = "a") -> zarr.Group:
-    if mode == "r" and not Path(path).exists():
+    local = local_path(path)
+    if mode == "r" and not store_exists(path):
         raise StoreError(f"{path}: no such store; run `rpm preprocess` first")
-    return zarr.open_group(str(path), mode=mode, zarr_format=3)
+    target = str(local) if local is not None else str(path)
+    return zarr.open_group(target, mode=mode, zarr_format=3)
 
 
 def is_complete(root: zarr.Group, group_name: str) -> bool:
@@ -52,9 +86,15 @@ def is_complete(root: zarr.Group, group_name: str) -> bool:
 
 def remove_group(store_path: str | Path, group_name: str) -> None:
     """Delete a (partial) session group, including zarr's leftover ``*.partial`` temp files."""
-    target = Path(store_path) / group_name
-    if target.exists():
-        shutil.rmtree(target)
+    local = local_path(store_path)
+    if local is not None:
+        target = local / group_name
+        if target.exists():
+            shutil.rmtree(target)
+        return
+    root = open_store(store_path, mode="a")
+    if group_name in root:
+        del root[group_name]
 
 
 def write_session(

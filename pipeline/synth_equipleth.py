@@ -12,36 +12,48 @@ Layout written under ``out`` (the same as the released EquiPleth, see reference.
 
 Subjects are numbered 1..subjects and trials 1..trials; n = round(30 * seconds) video frames and
 round(120 * seconds) + 33 radar frames (real captures run ~0.27 s longer than the video).
+``size="small"`` (6 subjects x 2 trials x 30 s, the demo) or ``"full"`` (91 subjects x 6 trials x
+30 s, EquiPleth-like) fill in whatever of subjects / trials / seconds is not given.
 
 Clock and label convention. Video frame i is at t = i / 30 s, radar frame f at t = f / 120 s (radar
-frame 4t <-> video frame t, index alignment only, as in EquiPleth). Every EquiPleth loader drops
-the first 25 PPG samples, so PPG sample j belongs to time (j - 25) / 30: video frame t shows the
-pulse value stored at ``rgbd_ppg.npy[t + 25]``. The physiology is simulated from -25/30 s on.
+frame 4t <-> video frame t, index alignment only, as in EquiPleth: well synchronised, offset 0).
+Every EquiPleth loader drops the first 25 PPG samples, so PPG sample j belongs to time (j - 25) / 30:
+video frame t shows the pulse stored at ``rgbd_ppg.npy[t + 25]``. The physiology
+(:mod:`pipeline.physio`) is simulated from -25/30 s on.
 
-Video model, per frame and pixel (values in 8-bit DN)::
-
-    frame = illum(t)[c] * shift_t( face[c] * (1 - a * w[c] * skin * pulse(t)) ) + noise
-
-``face`` is the base face (skimage's astronaut photo cropped MTCNN-style around the face, warped
-and recoloured per subject: albedo of the subject's Fitzpatrick type on the face and hair, tinted
-background), ``skin`` a soft skin mask derived from the photo with a YCbCr rule, ``pulse`` the PPG
-blood-volume waveform (peak-to-peak 1; more blood absorbs more light, hence the minus sign),
-``a`` the green peak-to-peak pulsatile contrast (0.6-1.0 % for type 1, scaled down to 45 % of
-that for type 6), ``w`` = (0.3, 1.0, 0.5) for (R, G, B), ``shift_t`` a slow rigid sub-pixel
-translation (0.3-2 px at 128 px, < 0.25 Hz), ``illum`` a slow per-channel illumination drift
-(1-4 %), ``noise`` read + shot noise; the result is rounded to uint8.
+Video: the reflectance model of :mod:`pipeline.synth_scene` on an MTCNN-style crop (the face fills
+most of the crop, the crop follows the face, so only residual rigid motion remains). Lab
+conditions: indoor light for every trial; Fitzpatrick types cycle through the subjects (balanced
+light / medium / dark); per trial the head is stationary (75 %), moves moderately (20 %) or a lot
+(5 %), and the subject talks in 10 % of the trials.
 
 Radar model: the AWR1443 beat signal (1 TX, 1 RX, 256 complex samples at 5 Msps, slope
 60.012 MHz/us, 77 GHz, one chirp per 120 Hz frame). Per frame f and fast-time sample k::
 
-    s[f, k] = A exp(j (2 pi fb(f) k / fs + 4 pi (R + d(t_f)) / lambda)) + clutter[k] + noise
-    fb(f)   = 2 slope (R + d(t_f)) / c
+    adc[f, k] = A(f) exp(j (2 pi fb(f) k / fs + 4 pi R(f) / lambda)) + static clutter + noise
+    R(f) = R0 + d(t_f) + m(t_f),   fb = 2 S R / c
 
-with chest range R in 0.35-0.8 m (range bin 7..16), d the simulated chest displacement, chest
-amplitude giving a range-FFT peak of 0.3-1 x 1.255e5, a strong static enclosure reflection near
-bin 2 (1.5-3 x the chest), one or two weaker static reflectors (0.15-0.5 x) at least 3 bins from
-the chest, and complex Gaussian thermal noise; rounded to int16 and packetised with
-:func:`pipeline.dca1000.encode_capture`.
+with chest range R0 in 0.35-0.8 m (range bin 7..16), d the simulated chest displacement
+(respiration + a ballistocardiographic pulse that shares the PPG's instantaneous rate and leads it
+by the pulse-transit time), chest amplitude giving a range-FFT peak of 0.3-1 x 1.255e5, a strong
+static enclosure reflection near bin 2 (1.5-3 x the chest), one or two weaker static reflectors
+(0.15-0.5 x) at least 3 bins from the chest, and complex Gaussian thermal noise; rounded to int16
+(saturating) and packetised with :func:`pipeline.dca1000.encode_capture`.
+
+Radar corruption, sometimes present (about 0.8 episodes per minute, 1.5-4 s each; the truth lists
+them as intervals on the clock above):
+
+* ``body_motion``: the subject shifts: m(t) is band-limited (0.1-2 Hz) motion of 1.5-4 cm rms, so
+  the chest migrates across range bins and its phase swings by tens of radians; the head moves in
+  the video at the same time;
+* ``interference``: another radar's chirp crosses the band in 30-70 % of the frames: a short
+  (16-64 samples) swept burst 20-60 x the chest's per-sample amplitude, broadband in range;
+* ``occlusion``: an arm in front of the chest: A(f) drops to 3-15 %, and the arm appears as a
+  reflector 5-15 cm closer, with 0.3-1 mm of tremor (0.5-4 Hz) and a slow 2 mm drift;
+* ``packet_loss``: in about a third of the trials 1-3 bursts of 1-12 UDP packets are lost
+  (:func:`pipeline.dca1000.drop_and_shuffle`); occasionally two adjacent packets arrive swapped
+  (``packet_reorder``, no data lost). The byte-count decoder marks the frames lost; the
+  reference (organizer) decoder discards everything before the first gap.
 
 Determinism: every random draw comes from a Generator seeded by (seed, subject, trial) (subject
 looks by (seed, subject, 0), skin types and folds by (seed, 0, ...)), everything iterates in
@@ -63,18 +75,39 @@ import os
 import pickle
 import shutil
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage as ndi
 
-from pipeline.dca1000 import RADAR_FPS, SAMPLES_PER_CHIRP, encode_capture, write_rf_pkl
+from pipeline.dca1000 import (
+    BYTES_PER_FRAME,
+    BYTES_PER_PACKET,
+    RADAR_FPS,
+    SAMPLES_PER_CHIRP,
+    RfCapture,
+    drop_and_shuffle,
+    encode_capture,
+    write_rf_pkl,
+)
 from pipeline.physio import Physiology, simulate_physiology
 from pipeline.radar import ADC_RATE_HZ, SLOPE_HZ_PER_S, WAVELENGTH_M
+from pipeline.synth_scene import (
+    FACE_BOX_PX,
+    FACE_HEIGHT_PX,
+    Conditions,
+    Renderer,
+    Texture,
+    Track,
+    band_noise,
+    envelope,
+    make_texture,
+    make_track,
+    plan_events,
+    smooth_noise,
+)
 
 VIDEO_FPS = 30.0
 PPG_OFFSET = 25  # samples every EquiPleth loader drops from the start of the PPG
@@ -83,77 +116,23 @@ C_M_PER_S = 299_792_458.0  # physical speed of light for the beat frequency
 PNG_COMPRESS_LEVEL = 1  # zlib level: ~3.5x faster than Pillow's default 6 at ~20 % larger files
 TRUTH_FILE = "synth_truth.json"
 TMP_DIR = ".synth_tmp"
-
-# Base face: skimage.data.astronaut(), face centre (row, col) and the side of the source square
-# that maps onto the crop (face filling most of the crop, as MTCNN crops with a small margin do).
-FACE_CENTER_RC = (118.0, 226.0)
-FACE_BOX_PX = 160.0
-# Mean skin colour (8-bit sRGB DN, well exposed) per Fitzpatrick type, and pulsatile contrast scale.
-SKIN_ALBEDO = {
-    1: (205.0, 168.0, 146.0),
-    2: (196.0, 153.0, 124.0),
-    3: (180.0, 134.0, 102.0),
-    4: (152.0, 106.0, 76.0),
-    5: (114.0, 76.0, 55.0),
-    6: (80.0, 54.0, 40.0),
+SIZES = {
+    "small": {"subjects": 6, "trials": 2, "seconds": 30.0},
+    "full": {"subjects": 91, "trials": 6, "seconds": 30.0},  # EquiPleth: 91 participants
 }
-PULSE_SCALE = {1: 1.0, 2: 0.93, 3: 0.83, 4: 0.7, 5: 0.56, 6: 0.45}
-CHANNEL_WEIGHTS = np.array([0.3, 1.0, 0.5], dtype=np.float32)
-GREEN_PULSE_PP_RANGE = (0.006, 0.010)  # type-1 green peak-to-peak pulsatile contrast
 CHEST_RANGE_M = (0.35, 0.8)
 RF_PEAK_RANGE = (0.3 * 1.255e5, 1.0 * 1.255e5)
+# Lab conditions and corruption rates of the EquiPleth-like data (moderate on purpose).
+MOTION_P = {"stationary": 0.75, "moderate": 0.20, "large": 0.05}
+TALKING_P = 0.10
+RADAR_EVENT_RATE_PER_MIN = 0.8
+RADAR_EVENT_KINDS = {"body_motion": 0.4, "interference": 0.3, "occlusion": 0.3}
+RADAR_EVENT_LEN_S = (1.5, 4.0)
+PACKET_LOSS_P = 0.3
+PACKET_REORDER_P = 0.1
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _ycbcr(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    r, g, b = (rgb[..., i].astype(np.float64) for i in range(3))
-    y = 0.299 * r + 0.587 * g + 0.114 * b
-    cb = 128.0 - 0.168736 * r - 0.331264 * g + 0.5 * b
-    cr = 128.0 + 0.5 * r - 0.418688 * g - 0.081312 * b
-    return y, cb, cr
-
-
-def skin_rule(rgb: np.ndarray) -> np.ndarray:
-    """Pixel-wise YCbCr skin rule tuned on the base photo (excludes its blond hair and background)."""
-    _, cb, cr = _ycbcr(rgb)
-    return (cb >= 106.5) & (cb <= 122.0) & (cr >= 138.0) & (cr <= 170.0) & (cr - cb > 25.0)
-
-
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    lab, n = ndi.label(mask)
-    if n == 0:
-        return mask
-    sizes = ndi.sum(mask, lab, index=np.arange(1, n + 1))
-    return lab == (int(np.argmax(sizes)) + 1)
-
-
-@lru_cache(maxsize=1)
-def _base_photo() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(photo float32 (H, W, 3) DN, soft skin mask, soft head mask) of skimage's astronaut."""
-    from skimage.data import astronaut
-
-    photo = astronaut().astype(np.float32)
-    rr, cc = np.mgrid[0 : photo.shape[0], 0 : photo.shape[1]]
-    r0, c0 = FACE_CENTER_RC
-    near_face = ((rr - r0) / 95.0) ** 2 + ((cc - c0) / 85.0) ** 2 <= 1.0
-    skin = ndi.binary_opening(skin_rule(photo) & near_face, iterations=2)
-    skin = ndi.binary_closing(_largest_component(skin), iterations=2)
-    # Head (face + hair) for the subject recolouring: a loose skin/hair rule inside an ellipse.
-    _, cb, cr = _ycbcr(photo)
-    loose = (cb >= 77) & (cb <= 117) & (cr >= 137) & (cr <= 173)
-    head_ellipse = ((rr - (r0 - 15.0)) / 110.0) ** 2 + ((cc - c0) / 85.0) ** 2 <= 1.0
-    # No hole filling: eye whites and teeth fail the loose rule and keep their colour.
-    head = _largest_component(ndi.binary_opening(loose & head_ellipse, iterations=1) | skin)
-    holes = ndi.binary_fill_holes(head) & ~head
-    lab, n = ndi.label(holes)
-    if n:
-        small = np.flatnonzero(ndi.sum(holes, lab, index=np.arange(1, n + 1)) < 100) + 1
-        head |= np.isin(lab, small)  # specular spots and speckles; keeps the larger teeth region
-    skin_soft = ndi.gaussian_filter(skin.astype(np.float32), 1.5)
-    head_soft = ndi.gaussian_filter(head.astype(np.float32), 1.5)
-    return photo, skin_soft, head_soft
 
 
 def skin_type_of(subject: int, seed: int) -> int:
@@ -162,69 +141,24 @@ def skin_type_of(subject: int, seed: int) -> int:
     return (subject - 1 + offset) % 6 + 1
 
 
-def _slow(t: np.ndarray, rng: np.random.Generator, f_lo: float, f_hi: float, n: int = 3) -> np.ndarray:
-    """Random-phase sum of sinusoids in [f_lo, f_hi] Hz, peak |x| = 1 over ``t``."""
-    f = rng.uniform(f_lo, f_hi, n)
-    ph = rng.uniform(0, 2 * np.pi, n)
-    w = rng.uniform(0.5, 1.0, n)
-    x = (w[:, None] * np.sin(2 * np.pi * f[:, None] * t[None, :] + ph[:, None])).sum(0)
-    return x / max(float(np.abs(x).max()), 1e-12)
+def resolve_size(size: str, **given) -> dict:
+    """Fill the ``None`` entries of ``given`` from the ``size`` preset."""
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
+    return {k: (SIZES[size][k] if v is None else v) for k, v in given.items()}
 
 
-# --------------------------------------------------------------------------- subject look
+def _pad(crop_size: int) -> int:
+    return int(np.ceil(0.15 * crop_size)) + 2
 
 
-@dataclass
-class SubjectLook:
-    face: np.ndarray  # (P, P, 3) float32 DN, recoloured and warped, P = crop_size + 2 * pad
-    skin: np.ndarray  # (P, P) float32 soft skin mask
-    pad: int
-    skin_type: int
-
-
-def make_subject_look(subject: int, seed: int, crop_size: int) -> SubjectLook:
+def make_subject_look(subject: int, seed: int, crop_size: int) -> Texture:
     """Warp and recolour the base face for one subject (same for all trials of the subject)."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, subject, 0]))
-    skin_type = skin_type_of(subject, seed)
-    photo, skin, head = _base_photo()
-
-    # Recolour: skin + hair take the subject's albedo (shading kept as a ratio), background is tinted.
-    mean_skin = (photo * skin[..., None]).sum((0, 1)) / skin.sum()
-    albedo = np.array(SKIN_ALBEDO[skin_type]) * rng.uniform(0.95, 1.05, 3)
-    gain = (albedo / mean_skin).astype(np.float32)
-    bg_gain = (rng.uniform(0.8, 1.1) * rng.uniform(0.93, 1.07, 3)).astype(np.float32)
-    head3 = head[..., None]
-    coloured = photo * (1.0 + head3 * (gain - 1.0)) * (1.0 + (1.0 - head3) * (bg_gain - 1.0))
-
-    # Warp: scale, aspect, rotation, small offset and optional mirror, sampled onto the padded crop.
-    pad = int(np.ceil(2.0 * crop_size / 128.0)) + 2
-    size = crop_size + 2 * pad
-    px = FACE_BOX_PX / crop_size  # source pixels per output pixel
-    scale = rng.uniform(0.92, 1.08)
-    aspect = rng.uniform(0.95, 1.05)
-    angle = np.deg2rad(rng.uniform(-6.0, 6.0))
-    off = rng.uniform(-5.0, 5.0, 2)
-    mirror = -1.0 if rng.random() < 0.5 else 1.0
-    v, u = np.mgrid[0:size, 0:size].astype(np.float64)
-    u = (u - (size - 1) / 2.0) * px / scale * mirror
-    v = (v - (size - 1) / 2.0) * px / (scale * aspect)
-    ca, sa = np.cos(angle), np.sin(angle)
-    src_r = FACE_CENTER_RC[0] + off[0] + sa * u + ca * v
-    src_c = FACE_CENTER_RC[1] + off[1] + ca * u - sa * v
-    coords = np.stack([src_r, src_c])
-    sigma = max(0.0, 0.45 * (px / scale - 1.0))  # anti-alias before down-sampling
-    face = np.empty((size, size, 3), dtype=np.float32)
-    for ch in range(3):
-        src = ndi.gaussian_filter(coloured[..., ch], sigma) if sigma > 0 else coloured[..., ch]
-        face[..., ch] = ndi.map_coordinates(src, coords, order=1, mode="reflect")
-    skin_w = ndi.map_coordinates(
-        ndi.gaussian_filter(skin, sigma) if sigma > 0 else skin, coords, order=1, mode="constant"
-    )
-    return SubjectLook(
-        face=np.clip(face, 0, 255),
-        skin=np.clip(skin_w, 0, 1).astype(np.float32),
-        pad=pad,
-        skin_type=skin_type,
+    size = crop_size + 2 * _pad(crop_size)
+    centre = (size - 1) / 2.0
+    return make_texture(
+        rng, skin_type_of(subject, seed), (size, size), FACE_BOX_PX / crop_size, (centre, centre)
     )
 
 
@@ -245,18 +179,17 @@ class TrialPlan:
     phys: Physiology
     ppg_label: np.ndarray  # (n_frames,) float64
     skin_type: int
-    # video
-    pulse_pp_green: float
-    motion_px: np.ndarray  # (n_frames, 2) (dy, dx)
-    illum: np.ndarray  # (n_frames, 3)
-    read_noise: float
-    shot_gain: float
+    conditions: Conditions
+    track: Track
     # radar
     chest_range_m: float
     chest_bin: int
     chest_amp: float
     clutter: list[tuple[float, float, float]]  # (range m, amplitude, phase rad)
     thermal_sigma: float
+    radar_events: list[dict]  # {kind, start_s, end_s}
+    lost_packets: list[tuple[int, int]]  # (first packet index, count)
+    reorder_at: int  # arrival index of a swapped adjacent packet pair, -1 if none
     start_time: str
     end_time: str
     noise_seq: dict  # name -> SeedSequence for the heavy noise draws
@@ -264,6 +197,10 @@ class TrialPlan:
     @property
     def name(self) -> str:
         return f"{self.subject}_{self.trial}"
+
+    @property
+    def n_packets(self) -> int:
+        return -(-self.n_radar * BYTES_PER_FRAME // BYTES_PER_PACKET)
 
 
 def _beat_bin(range_m: float) -> float:
@@ -274,12 +211,18 @@ def _iso(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def plan_trial(subject: int, trial: int, seconds: float, seed: int, crop_size: int) -> TrialPlan:
+def plan_trial(
+    subject: int, trial: int, seconds: float, seed: int, crop_size: int, overrides: dict | None = None
+) -> TrialPlan:
+    """Draw everything about one trial. ``overrides`` (tests, studies) may set ``conditions``
+    (a dict of :class:`~pipeline.synth_scene.Conditions` fields), ``radar_events`` (a list of
+    {kind, start_s, end_s}), ``lost_packets`` (a list of (first packet, count)) and ``reorder_at``."""
+    overrides = overrides or {}
     n = int(round(VIDEO_FPS * seconds))
     n_radar = int(round(RADAR_FPS * seconds)) + EXTRA_RADAR_FRAMES
-    ss_phys, ss_video, ss_radar, ss_label, ss_vnoise, ss_rnoise = np.random.SeedSequence(
+    ss_phys, ss_video, ss_radar, ss_label, ss_vnoise, ss_rnoise, ss_cond = np.random.SeedSequence(
         [seed, subject, trial]
-    ).spawn(6)
+    ).spawn(7)
 
     t0 = -PPG_OFFSET / VIDEO_FPS
     t_end = max((n - 1) / VIDEO_FPS, (n_radar - 1) / RADAR_FPS)
@@ -289,19 +232,33 @@ def plan_trial(subject: int, trial: int, seconds: float, seed: int, crop_size: i
     ppg_label = phys.ppg(t_label) + 0.003 * label_rng.standard_normal(n)
 
     skin_type = skin_type_of(subject, seed)
+    cr = np.random.default_rng(ss_cond)
+    motion = list(MOTION_P)[int(cr.choice(len(MOTION_P), p=list(MOTION_P.values())))]
+    conditions = Conditions(
+        skin_type=skin_type, illumination="indoor", motion=motion, talking=bool(cr.random() < TALKING_P)
+    )
+    if "conditions" in overrides:
+        conditions = replace(conditions, **overrides["conditions"])
+    duration = n_radar / RADAR_FPS
+    radar_events = plan_events(duration, cr, RADAR_EVENT_RATE_PER_MIN, RADAR_EVENT_KINDS, RADAR_EVENT_LEN_S)
+    radar_events = [dict(e) for e in overrides.get("radar_events", radar_events)]
+    n_packets = -(-n_radar * BYTES_PER_FRAME // BYTES_PER_PACKET)
+    lost: list[tuple[int, int]] = []
+    if cr.random() < PACKET_LOSS_P:
+        for _ in range(int(cr.integers(1, 4))):
+            count = int(cr.integers(1, 13))
+            lost.append((int(cr.integers(n_packets // 20, n_packets - count - 1)), count))
+    lost = sorted(tuple(x) for x in overrides.get("lost_packets", lost))
+    reorder_at = int(cr.integers(10, n_packets - 10)) if cr.random() < PACKET_REORDER_P else -1
+    reorder_at = int(overrides.get("reorder_at", reorder_at))
+
     vr = np.random.default_rng(ss_video)
-    t_video = np.arange(n) / VIDEO_FPS
-    pulse_pp = vr.uniform(*GREEN_PULSE_PP_RANGE) * PULSE_SCALE[skin_type]
-    motion_amp = vr.uniform(0.3, 2.0) * crop_size / 128.0
-    motion = np.stack([_slow(t_video, vr, 0.03, 0.25), _slow(t_video, vr, 0.03, 0.25)], axis=1)
-    motion *= motion_amp * vr.uniform(0.5, 1.0, 2)[None, :]
-    level = vr.uniform(0.88, 1.0)
-    tint = 1.0 + vr.uniform(-0.03, 0.03, 3)
-    drift = vr.uniform(0.01, 0.04) * _slow(t_video, vr, 0.005, 0.05, n=2)
-    tint_drift = vr.uniform(0.0, 0.01) * _slow(t_video, vr, 0.005, 0.05, n=2)
-    illum = level * tint[None, :] * (1.0 + drift[:, None] + tint_drift[:, None] * np.array([1.0, 0.0, -1.0]))
-    read_noise = vr.uniform(1.0, 2.5)
-    shot_gain = vr.uniform(0.01, 0.03)
+    face_px = crop_size * FACE_HEIGHT_PX / FACE_BOX_PX  # face height in crop pixels
+    track = make_track(conditions, n, VIDEO_FPS, vr, face_px, episodes=radar_events)
+    for e in radar_events:
+        if e["kind"] == "body_motion":
+            track.events.append({**e, "modality": "video"})
+    track.events.sort(key=lambda e: e["start_s"])
 
     rr = np.random.default_rng(ss_radar)
     while True:  # keep the chest away from a bin boundary so its bin is unambiguous
@@ -338,20 +295,55 @@ def plan_trial(subject: int, trial: int, seconds: float, seed: int, crop_size: i
         phys=phys,
         ppg_label=ppg_label,
         skin_type=skin_type,
-        pulse_pp_green=float(pulse_pp),
-        motion_px=motion,
-        illum=illum.astype(np.float32),
-        read_noise=float(read_noise),
-        shot_gain=float(shot_gain),
+        conditions=conditions,
+        track=track,
         chest_range_m=float(chest_r),
         chest_bin=chest_bin,
         chest_amp=float(chest_amp),
         clutter=clutter,
         thermal_sigma=float(thermal_sigma),
+        radar_events=radar_events,
+        lost_packets=lost,
+        reorder_at=reorder_at,
         start_time=_iso(start),
         end_time=_iso(end),
         noise_seq={"video": ss_vnoise, "radar": ss_rnoise},
     )
+
+
+def lost_frame_mask(plan: TrialPlan) -> np.ndarray:
+    """(n_radar,) bool: radar frames with at least one byte in a lost packet."""
+    lost = np.zeros(plan.n_radar, dtype=bool)
+    for first, count in plan.lost_packets:
+        lo = first * BYTES_PER_PACKET // BYTES_PER_FRAME
+        hi = ((first + count) * BYTES_PER_PACKET - 1) // BYTES_PER_FRAME
+        lost[lo : min(hi, plan.n_radar - 1) + 1] = True
+    return lost
+
+
+def _intervals(mask: np.ndarray, fs: float) -> list[tuple[float, float]]:
+    """[start, end) times (s) of the True runs of ``mask`` sampled at ``fs``."""
+    d = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return [(a / fs, b / fs) for a, b in zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1), strict=True)]
+
+
+def corruption_intervals(plan: TrialPlan) -> list[dict]:
+    """Radar and video corruption episodes {kind, start_s, end_s, modality} on the video clock."""
+    out = [{**e, "modality": "radar"} for e in plan.radar_events]
+    for a, b in _intervals(lost_frame_mask(plan), RADAR_FPS):
+        out.append({"kind": "packet_loss", "start_s": round(a, 4), "end_s": round(b, 4), "modality": "radar"})
+    if plan.reorder_at >= 0:
+        t = plan.reorder_at * BYTES_PER_PACKET / BYTES_PER_FRAME / RADAR_FPS
+        out.append(
+            {
+                "kind": "packet_reorder",
+                "start_s": round(t, 4),
+                "end_s": round(t + 0.02, 4),
+                "modality": "radar",
+            }
+        )
+    out.extend(plan.track.events)
+    return sorted(out, key=lambda e: (e["start_s"], e["kind"]))
 
 
 def trial_truth(plan: TrialPlan) -> dict:
@@ -363,11 +355,15 @@ def trial_truth(plan: TrialPlan) -> dict:
             "trial": plan.trial,
             "seed": plan.seed,
             "skin_type": plan.skin_type,
+            "conditions": plan.conditions.to_dict(),
+            "radar_video_offset_s": 0.0,
+            "corruptions": corruption_intervals(plan),
+            "lost_packets": int(sum(c for _, c in plan.lost_packets)),
+            "lost_radar_frames": int(lost_frame_mask(plan).sum()),
             "chest_range_m": plan.chest_range_m,
             "chest_bin": plan.chest_bin,
             "chest_bin_float": _beat_bin(plan.chest_range_m),
             "clutter": [{"range_m": r, "amplitude": a} for r, a, _ in plan.clutter],
-            "green_pulse_pp": plan.pulse_pp_green,
             "n_frames": plan.n_frames,
             "n_radar_frames": plan.n_radar,
             "crop_size": plan.crop_size,
@@ -380,29 +376,25 @@ def trial_truth(plan: TrialPlan) -> dict:
 # --------------------------------------------------------------------------- rendering
 
 
-def render_video(plan: TrialPlan, look: SubjectLook, out_dir: Path, workers: int | None = None) -> None:
+def video_renderer(plan: TrialPlan, look: Texture) -> Renderer:
+    s = plan.crop_size
+    pulse = plan.phys.ppg_pulse(np.arange(plan.n_frames) / VIDEO_FPS)
+    centre = (s - 1) / 2.0
+    return Renderer(look, plan.track, pulse, (s, s), (centre, centre), 1.0, noise_seq=plan.noise_seq["video"])
+
+
+def render_frames(plan: TrialPlan, look: Texture) -> np.ndarray:
+    """(n, crop, crop, 3) uint8: the trial's video in memory (what :func:`render_video` writes)."""
+    r = video_renderer(plan, look)
+    return np.stack([r.frame(i) for i in range(plan.n_frames)])
+
+
+def render_video(plan: TrialPlan, look: Texture, out_dir: Path, workers: int | None = None) -> None:
     """Write rgbd_rgb_<i>.png for every frame of the trial into ``out_dir``."""
-    s, pad = plan.crop_size, look.pad
-    weights = (plan.pulse_pp_green * CHANNEL_WEIGHTS)[None, None, :]
-    pulsing = look.face * look.skin[..., None] * weights  # DN change per unit pulse
-    pulse = plan.phys.ppg_pulse(np.arange(plan.n_frames) / VIDEO_FPS).astype(np.float32)
-    frame_seqs = plan.noise_seq["video"].spawn(plan.n_frames)
+    r = video_renderer(plan, look)
 
     def one(i: int) -> None:
-        scene = look.face - pulse[i] * pulsing
-        # Scene moved by (dy, dx): output pixel p samples the scene at p - d (bilinear).
-        y0, x0 = pad - plan.motion_px[i, 0], pad - plan.motion_px[i, 1]
-        iy, ix = int(np.floor(y0)), int(np.floor(x0))
-        fy, fx = np.float32(y0 - iy), np.float32(x0 - ix)
-        rows_a, rows_b = scene[iy : iy + s], scene[iy + 1 : iy + 1 + s]
-        top = rows_a[:, ix : ix + s] * (1 - fx) + rows_a[:, ix + 1 : ix + 1 + s] * fx
-        bot = rows_b[:, ix : ix + s] * (1 - fx) + rows_b[:, ix + 1 : ix + 1 + s] * fx
-        clean = (top * (1 - fy) + bot * fy) * plan.illum[i][None, None, :]
-        rng = np.random.default_rng(frame_seqs[i])
-        sigma = np.sqrt(plan.read_noise**2 + plan.shot_gain * clean)
-        img = clean + sigma * rng.standard_normal(clean.shape, dtype=np.float32)
-        img = np.clip(img + 0.5, 0, 255).astype(np.uint8)
-        Image.fromarray(img).save(
+        Image.fromarray(r.frame(i)).save(
             out_dir / f"rgbd_rgb_{i}.png", format="PNG", compress_level=PNG_COMPRESS_LEVEL
         )
 
@@ -416,22 +408,67 @@ def render_video(plan: TrialPlan, look: SubjectLook, out_dir: Path, workers: int
 
 
 def synth_adc(plan: TrialPlan) -> np.ndarray:
-    """(n_radar, 256) complex128 beat signal in ADC units (not yet rounded)."""
-    t_f = np.arange(plan.n_radar) / RADAR_FPS
+    """(n_radar, 256) complex128 beat signal in ADC units (not yet rounded), corruptions included."""
+    n = plan.n_radar
+    t_f = np.arange(n) / RADAR_FPS
+    rng = np.random.default_rng(plan.noise_seq["radar"])
+    crng = np.random.default_rng(plan.noise_seq["radar"].spawn(1)[0])
     r = plan.chest_range_m + plan.phys.displacement(t_f)
+    amp = np.full(n, plan.chest_amp)
     k = np.arange(SAMPLES_PER_CHIRP)[None, :]
+    extra = np.zeros((n, SAMPLES_PER_CHIRP), dtype=np.complex128)
+    for ev in plan.radar_events:
+        env = envelope(t_f, ev["start_s"], ev["end_s"], 0.3)
+        if ev["kind"] == "body_motion":
+            r = r + crng.uniform(0.015, 0.04) * env * band_noise(n, RADAR_FPS, 0.1, 2.0, crng)
+            amp = amp * (1.0 + 0.4 * env * np.clip(smooth_noise(n, RADAR_FPS, 1.0, crng), -2, 2) / 2)
+        elif ev["kind"] == "occlusion":
+            amp = amp * (1.0 - (1.0 - crng.uniform(0.03, 0.15)) * env)
+            # The arm sits 5-15 cm in front of the chest and never keeps still (tremor, 0.5-4 Hz).
+            r_occ = (
+                plan.chest_range_m - crng.uniform(0.05, 0.15) + 0.002 * smooth_noise(n, RADAR_FPS, 0.5, crng)
+            )
+            r_occ = r_occ + crng.uniform(0.3e-3, 1e-3) * band_noise(n, RADAR_FPS, 0.5, 4.0, crng)
+            a_occ = crng.uniform(0.5, 1.0) * plan.chest_amp * env
+            fb = 2.0 * SLOPE_HZ_PER_S * r_occ / C_M_PER_S
+            ph = 2 * np.pi * fb[:, None] * k / ADC_RATE_HZ + (4 * np.pi / WAVELENGTH_M) * r_occ[:, None]
+            extra += a_occ[:, None] * np.exp(1j * ph)
+        elif ev["kind"] == "interference":
+            hit = np.flatnonzero((env > 0.5) & (crng.random(n) < crng.uniform(0.3, 0.7)))
+            length = crng.integers(16, 65, hit.size)[:, None]
+            k0 = crng.integers(0, SAMPLES_PER_CHIRP - 64, hit.size)[:, None]
+            kk = k - k0
+            sweep = crng.uniform(-0.02, 0.02, hit.size)[:, None]
+            ph = np.pi * sweep * kk**2 + crng.uniform(0, 2 * np.pi, hit.size)[:, None]
+            a = crng.uniform(20.0, 60.0, hit.size)[:, None] * plan.chest_amp
+            extra[hit] += np.where((kk >= 0) & (kk < length), a * np.exp(1j * ph), 0.0)
     fb = 2.0 * SLOPE_HZ_PER_S * r / C_M_PER_S
     phase = 2 * np.pi * fb[:, None] * k / ADC_RATE_HZ + (4 * np.pi / WAVELENGTH_M) * r[:, None]
-    adc = plan.chest_amp * np.exp(1j * phase)
+    adc = amp[:, None] * np.exp(1j * phase) + extra
     static = np.zeros(SAMPLES_PER_CHIRP, dtype=np.complex128)
-    for rng_m, amp, ph in plan.clutter:
+    for rng_m, a, ph in plan.clutter:
         fbc = 2.0 * SLOPE_HZ_PER_S * rng_m / C_M_PER_S
-        static += amp * np.exp(1j * (2 * np.pi * fbc * k[0] / ADC_RATE_HZ + ph))
+        static += a * np.exp(1j * (2 * np.pi * fbc * k[0] / ADC_RATE_HZ + ph))
     adc += static[None, :]
-    rng = np.random.default_rng(plan.noise_seq["radar"])
-    noise = rng.standard_normal((plan.n_radar, SAMPLES_PER_CHIRP, 2))
+    noise = rng.standard_normal((n, SAMPLES_PER_CHIRP, 2))
     adc += plan.thermal_sigma * (noise[..., 0] + 1j * noise[..., 1])
     return adc
+
+
+def make_capture(plan: TrialPlan) -> RfCapture:
+    """The trial's DCA1000 capture with its planned packet loss and reordering applied."""
+    capture = encode_capture(synth_adc(plan), plan.start_time, plan.end_time)
+    keep = np.ones(len(capture.payloads), dtype=bool)
+    for first, count in plan.lost_packets:
+        keep[first : first + count] = False
+    order = np.flatnonzero(keep)
+    if plan.reorder_at >= 0:
+        j = int(np.searchsorted(order, plan.reorder_at))
+        if j + 1 < order.size:
+            order[[j, j + 1]] = order[[j + 1, j]]
+    if keep.all() and plan.reorder_at < 0:
+        return capture
+    return drop_and_shuffle(capture, order)
 
 
 # --------------------------------------------------------------------------- trial I/O
@@ -468,7 +505,7 @@ def _check_existing(plan: TrialPlan, rgb_dir: Path, rf_dir: Path) -> None:
         )
 
 
-def write_trial(out: Path, plan: TrialPlan, look: SubjectLook) -> bool:
+def write_trial(out: Path, plan: TrialPlan, look: Texture) -> bool:
     """Write one trial atomically; returns False if a matching complete trial was already there."""
     rgb_dir = out / "rgb_files" / _rgb_name(plan)
     rf_dir = out / "rf_files" / plan.name
@@ -487,8 +524,7 @@ def write_trial(out: Path, plan: TrialPlan, look: SubjectLook) -> bool:
 
     render_video(plan, look, tmp_rgb)
     np.save(tmp_rgb / "rgbd_ppg.npy", plan.ppg_label.astype(np.float64))
-    capture = encode_capture(synth_adc(plan), plan.start_time, plan.end_time)
-    write_rf_pkl(tmp_rf / "rf.pkl", capture)
+    write_rf_pkl(tmp_rf / "rf.pkl", make_capture(plan))
     vital = np.empty((), dtype=object)
     vital[()] = {"rgbd": {"NOM_PLETHWaveExport": plan.ppg_label.astype(np.float64)}}
     np.save(tmp_rf / "vital_dict.npy", vital, allow_pickle=True)
@@ -526,21 +562,25 @@ def _atomic_bytes(path: Path, data: bytes) -> None:
 
 def synth_equipleth(
     out: str | Path,
-    subjects: int = 6,
-    trials: int = 2,
-    seconds: float = 30.0,
+    subjects: int | None = None,
+    trials: int | None = None,
+    seconds: float | None = None,
     seed: int = 0,
     crop_size: int = 128,
     progress: bool = True,
+    size: str = "small",
 ):
     """Generate a synthetic EquiPleth dataset under ``out``; returns one DataFrame row per trial.
 
-    Columns: subject, trial, rgb_dir, rf_dir, skin_type, mean_hr_bpm, chest_bin, n_frames,
-    n_radar_frames. See the module docstring for the layout, models and rerun behaviour.
+    ``subjects`` / ``trials`` / ``seconds`` left at None come from the ``size`` preset
+    (:data:`SIZES`). Columns: subject, trial, rgb_dir, rf_dir, skin_type, mean_hr_bpm, chest_bin,
+    n_frames, n_radar_frames. See the module docstring for the layout, models and rerun behaviour.
     """
     import pandas as pd
     from tqdm import tqdm
 
+    dims = resolve_size(size, subjects=subjects, trials=trials, seconds=seconds)
+    subjects, trials, seconds = int(dims["subjects"]), int(dims["trials"]), float(dims["seconds"])
     if subjects < 1 or trials < 1:
         raise ValueError("subjects and trials must be >= 1")
     if seconds * VIDEO_FPS < PPG_OFFSET + 1:
@@ -554,15 +594,14 @@ def synth_equipleth(
     pairs = [(s, t) for s in range(1, subjects + 1) for t in range(1, trials + 1)]
     with tqdm(total=len(pairs), desc="synth EquiPleth", unit="trial", disable=not progress) as bar:
         for subject in range(1, subjects + 1):
-            look = None
+            look = make_subject_look(subject, seed, crop_size)
             for trial in range(1, trials + 1):
                 plan = plan_trial(subject, trial, seconds, seed, crop_size)
                 rgb_dir = out / "rgb_files" / _rgb_name(plan)
                 rf_dir = out / "rf_files" / plan.name
-                if not (rgb_dir.is_dir() and rf_dir.is_dir()) and look is None:
-                    look = make_subject_look(subject, seed, crop_size)
                 write_trial(out, plan, look)
                 tr = trial_truth(plan)
+                tr["green_pulse_pp"] = look.pulse_pp_green
                 truth[_rgb_name(plan)] = tr
                 rows.append(
                     {
@@ -598,6 +637,7 @@ def synth_equipleth(
             "video_frame_time_s": "i / 30",
             "radar_frame_time_s": "f / 120",
             "rates": "PPG timeline, averaged over the video span [0, n/30] s",
+            "intervals": "corruptions[*].start_s/end_s: seconds on the video clock (radar frame f at f/120)",
         },
         "args": {
             "subjects": subjects,
@@ -605,6 +645,7 @@ def synth_equipleth(
             "seconds": float(seconds),
             "seed": seed,
             "crop_size": crop_size,
+            "size": size,
         },
         "trials": truth,
     }

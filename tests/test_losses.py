@@ -219,3 +219,24 @@ def test_relation_map():
     assert torch.allclose(m[:, 0], s.logpsd_z)
     assert torch.allclose(m[:, 1], t.logpsd_z[:, :19])
     assert torch.allclose(m[:, 2], (s.logpsd_z - t.logpsd_z[:, :19]).abs())
+
+
+def test_distill_background_term_grows_with_off_peak_noise():
+    teacher = spectral_features(noisy_sine(72, 0))
+    background = []
+    for amp in (0.0, 0.1, 0.3, 1.0):  # power at 50 and 150 bpm, away from the teacher's 72 bpm peak
+        x = noisy_sine(72, 1) + amp * (sine(150, phase=0.4) + sine(50, phase=1.1)).unsqueeze(0)
+        comp = distill_components(spectral_features(x), teacher)
+        background.append(comp[0, 1].item())
+    assert background == sorted(background) and background[-1] > background[0] + 0.3, background
+
+
+def test_distill_morphology_term_grows_with_spectral_smearing():
+    teacher = spectral_features(noisy_sine(100, 0))
+    morph = []
+    for spread in (0.0, 10.0, 20.0, 30.0):
+        bpms = [100.0 + k * spread for k in (-1.0, -0.5, 0.0, 0.5, 1.0)]
+        x = sum(sine(b, phase=0.7 * i) for i, b in enumerate(bpms)).unsqueeze(0) / 5
+        x = x + 0.05 * noisy_sine(100, 1, noise=1.0) - 0.05 * sine(100).unsqueeze(0)
+        morph.append(distill_components(spectral_features(x), teacher)[0, 2].item())
+    assert morph == sorted(morph) and morph[-1] > morph[0] + 0.1, morph

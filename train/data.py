@@ -8,6 +8,12 @@ A window of ``frames`` video frames starting at frame s yields
   every 4th frame, as the reference does), laid out [I of bins r-2..r+2, Q of bins r-2..r+2];
 * ``labeled``: whether the window's subject is in the labelled subset;
 * ``index``: position in the dataset's window list (for reports).
+
+:meth:`WindowDataset.from_clips` builds the same dataset from ``manifests/clips.csv`` (written by
+``rpm split``): the windows, the labelled flags and the injected sync shifts come from the table.
+A clip's radar window then starts at its ``radar_start`` (the shift already applied) and is
+resampled to the video rate by taking the radar frame nearest each video frame time (every 4th at
+120 Hz, as above); the stored data are never shifted.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ class Window:
     subject: str
     start: int
     skin_type: int
+    shift: int = 0  # radar window shifted forward by this many video frames (clips manifest)
+    labeled: bool | None = None  # from the clips manifest; None: decided by labeled_subjects
 
 
 def window_starts(n_frames: int, frames: int, stride: int) -> list[int]:
@@ -67,8 +75,43 @@ class WindowDataset(Dataset):
         self._root = None
         self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
+    @classmethod
+    def from_clips(cls, store_path, clips, split: str, dataset: str | None = None) -> WindowDataset:
+        """Windows of ``split`` from a clips table (DataFrame or path to clips.csv), shifts included."""
+        import pandas as pd
+
+        if not isinstance(clips, pd.DataFrame):
+            clips = pd.read_csv(clips, dtype={"subject": str, "session": str}, keep_default_na=False)
+        clips = clips[clips.split == split]
+        if dataset is not None:
+            clips = clips[clips.dataset == dataset]
+        if clips.frames.nunique() > 1:
+            raise ValueError(f"clips of {split} have mixed lengths {sorted(clips.frames.unique())}")
+        frames = int(clips.frames.iloc[0]) if len(clips) else 1
+        self = cls(store_path, [], frames, frames)
+        root = open_store(self.store_path, "r")
+        skin: dict[str, int] = {}
+        for c in clips.itertuples():
+            if c.session not in skin:
+                g = root[c.session]
+                if not g.attrs.get("complete", False):
+                    raise RuntimeError(f"{self.store_path}/{c.session}: session is not complete in the store")
+                skin[c.session] = int(g.attrs.get("skin_type", -1))
+            labeled = c.labeled if isinstance(c.labeled, bool) else str(c.labeled).lower() == "true"
+            self.windows.append(
+                Window(c.session, str(c.subject), int(c.start), skin[c.session], int(c.shift_frames), labeled)
+            )
+        return self
+
     def __len__(self) -> int:
         return len(self.windows)
+
+    def _rates(self, session: str, g) -> float:
+        """Radar frames per video frame of ``session`` (4.0 for EquiPleth)."""
+        rates = self.__dict__.setdefault("_rate_cache", {})
+        if session not in rates:
+            rates[session] = float(g.attrs.get("radar_fps", 120.0)) / float(g.attrs.get("fps", 30.0))
+        return rates[session]
 
     def _session(self, session: str):
         if self._root is None:
@@ -85,9 +128,16 @@ class WindowDataset(Dataset):
         video = g["video"][s : s + t]
         label = bvp[s : s + t].astype(np.float32)
         label = (label - label.mean()) / (label.std() + 1e-8)
-        rf = radar[RADAR_PER_FRAME * s : RADAR_PER_FRAME * (s + t) : RADAR_PER_FRAME]  # (T, 2, 5)
-        rf = np.ascontiguousarray(rf.transpose(1, 2, 0).reshape(-1, t))  # (10, T)
-        labeled = self.labeled_subjects is None or w.subject in self.labeled_subjects
+        if w.shift == 0 and self._rates(w.session, g) == RADAR_PER_FRAME:
+            rf = radar[RADAR_PER_FRAME * s : RADAR_PER_FRAME * (s + t) : RADAR_PER_FRAME]  # (T, 2, 5)
+        else:  # nearest radar frame to each (shifted) video frame time; clamped at the end
+            idx = np.rint((s + w.shift + np.arange(t)) * self._rates(w.session, g)).astype(int)
+            rf = radar[np.clip(idx, 0, radar.shape[0] - 1)]
+        rf = np.ascontiguousarray(rf.transpose(1, 2, 0).reshape(-1, t))  # (2 * bins, T)
+        if w.labeled is not None:
+            labeled = w.labeled
+        else:
+            labeled = self.labeled_subjects is None or w.subject in self.labeled_subjects
         return {
             "video": torch.from_numpy(np.ascontiguousarray(video)),
             "bvp": torch.from_numpy(label),

@@ -1,0 +1,385 @@
+"""PhysDrive recipe: the public on-disk layout -> Zarr v3 session store + sessions manifest.
+
+Input layout (``--root``, reference section c)::
+
+    RGB and IR/<SUBJ>/<SESSION>/RGB.mp4        full-frame H.264 video (30 fps); faces found with MTCNN
+    RGB and IR/<SUBJ>/<SESSION>/Label/BVP.mat  key 'BVP': 1-D BVP covering the video, rate not stated
+    mmWave/<SUBJ>/<SUBJ>_<kk>/mmwave.mat       key 'mmwave': (n_frames, 2, 8, 16, 8) =
+                                               (frames, real/imag, 8 Doppler, 16 angle, 8 range), 20 Hz
+    pairing.csv                                one row per radar clip: subject, session, clip,
+                                               video_start (ISO, ms), radar_start (ISO, whole s),
+                                               radar_fps
+
+Subject code ``<car><sex><illum><n>`` (``AFH1``: car A, female, dusk, subject 1) and session code
+``<road><motion>`` (``AS``: flat unobstructed road, stationary); the conditions go to the manifest
+(car A/B/C = Segment-A0 / Segment-B / Segment-C SUV; illumination Z noon, H dusk & early morning,
+W midnight, Y rainy & cloudy; road A flat, B congested, C bumpy; motion S stationary, T talking).
+Codes that do not parse leave the condition columns empty.
+
+One store group ``<SUBJ>_<SESSION>`` per video session:
+
+* **video**: ``RGB.mp4`` is decoded with PyAV (``thread_type="AUTO"``, explicit YUV->RGB matrix
+  from :mod:`pipeline.video`) in blocks of ``block_frames`` frames, so a long full-HD session never
+  sits in memory as full frames; each block goes through :func:`pipeline.face.crop_faces` (MTCNN
+  every ~1 s, smoothed, 1.5x, 128x128). A block where no face is found reuses the nearest block's
+  last/first crop box and counts as undetected. A session whose detection rate is below
+  ``min_face_rate`` is marked failed and not stored: a full frame is never stored as a face.
+* **bvp**: BVP.mat, taken to cover the video's duration evenly (sample i at i * D / L for D the video
+  duration and L the sample count), linearly interpolated onto the video frame times.
+* **radar**: each clip's cube becomes complex (frames, Doppler, angle, range). The subject's angle
+  bin is the one with the most energy over all of the session's clips. **Doppler reduction:** the
+  complex sum over the 8 Doppler bins (the inverse DFT at zero lag, i.e. one complex slow-time
+  sample per frame and range bin, phase kept), giving a range-time I/Q tensor (frames, 2, 8) at the
+  radar rate. Clips are placed on the video clock at round((radar_start - video_start) * radar_fps)
+  (``radar_start`` has whole-second resolution, so the recorded lag estimate matters); frames no
+  clip covers are zeros with ``radar_ok`` False. ``radar_bin`` is the range bin (0..7 of the crop)
+  with the most energy at the chosen angle, and ``radar_channel`` equals it.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from datetime import datetime
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.io
+
+from pipeline.recipe import Job, SessionData, SessionError, run_recipe
+
+RGB_DIR = "RGB and IR"
+RADAR_DIR = "mmWave"
+CUBE_SHAPE = (2, 8, 16, 8)  # real/imag, Doppler, angle, range
+DEFAULT_RADAR_FPS = 20.0
+DEFAULT_MIN_FACE_RATE = 0.5
+BLOCK_FRAMES = 300
+
+_SUBJECT_RE = re.compile(r"^([ABC])([MF])([ZHWY])(\d+)$")
+_SESSION_RE = re.compile(r"^([ABC])([ST])$")
+CARS = {"A": "Segment-A0", "B": "Segment-B", "C": "Segment-C SUV"}
+SEXES = {"M": "male", "F": "female"}
+ILLUMINATIONS = {"Z": "noon", "H": "dusk", "W": "midnight", "Y": "rainy"}
+ROADS = {"A": "flat", "B": "congested", "C": "bumpy"}
+MOTIONS = {"S": "stationary", "T": "talking"}
+
+
+def parse_conditions(subject: str, session: str) -> dict[str, str]:
+    """Conditions from the subject code <car><sex><illum><n> and session code <road><motion>."""
+    out = {"car": "", "sex": "", "illumination": "", "road": "", "motion": ""}
+    if m := _SUBJECT_RE.match(subject):
+        out.update(car=CARS[m.group(1)], sex=SEXES[m.group(2)], illumination=ILLUMINATIONS[m.group(3)])
+    if m := _SESSION_RE.match(session):
+        out.update(road=ROADS[m.group(1)], motion=MOTIONS[m.group(2)])
+    return out
+
+
+def list_sessions(root: Path) -> list[tuple[str, str]]:
+    """Sorted (subject, session) pairs under ``RGB and IR/``."""
+    rgb = root / RGB_DIR
+    if not rgb.is_dir():
+        raise FileNotFoundError(f"{root}: not a PhysDrive root (no '{RGB_DIR}/' folder)")
+    pairs = [
+        (subj.name, sess.name)
+        for subj in rgb.iterdir()
+        if subj.is_dir()
+        for sess in subj.iterdir()
+        if sess.is_dir()
+    ]
+    return sorted(pairs)
+
+
+def _parse_time(text: str, path: Path, column: str) -> datetime:
+    try:
+        return datetime.fromisoformat(str(text).strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise SessionError(f"{path}: {column} {text!r} is not an ISO date-time") from None
+
+
+def read_pairing(root: Path) -> pd.DataFrame:
+    """pairing.csv as strings (empty frame with the columns when the file is absent)."""
+    cols = ["subject", "session", "clip", "video_start", "radar_start", "radar_fps"]
+    path = root / "pairing.csv"
+    if not path.is_file():
+        return pd.DataFrame(columns=cols)
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    df = pd.DataFrame(rows, dtype=str)
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: missing columns {missing}")
+    return df[cols]
+
+
+def _clip_dir(root: Path, subject: str, clip: str) -> Path:
+    base = root / RADAR_DIR / subject
+    candidates = [base / clip, base / f"{subject}_{clip}"]
+    if clip.isdigit():
+        candidates += [base / f"{subject}_{int(clip):02d}", base / f"{subject}_{int(clip)}"]
+    for c in candidates:
+        if c.is_dir():
+            return c
+    return candidates[1]
+
+
+def load_cube(path: Path) -> np.ndarray:
+    """mmwave.mat -> complex64 (frames, Doppler, angle, range)."""
+    if not path.is_file():
+        raise SessionError(f"{path}: missing")
+    try:
+        mat = scipy.io.loadmat(str(path))
+    except NotImplementedError:
+        raise SessionError(f"{path}: MATLAB v7.3 (HDF5) files are not supported; re-save as v7") from None
+    except Exception as exc:
+        raise SessionError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
+    if "mmwave" not in mat:
+        raise SessionError(
+            f"{path}: no 'mmwave' key (keys: {sorted(k for k in mat if not k.startswith('_'))})"
+        )
+    cube = np.asarray(mat["mmwave"])
+    if cube.ndim != 5 or cube.shape[1:] != CUBE_SHAPE:
+        raise SessionError(
+            f"{path}: 'mmwave' is {cube.shape}, expected (n_frames, {', '.join(map(str, CUBE_SHAPE))})"
+        )
+    if not np.isfinite(cube).all():
+        raise SessionError(f"{path}: 'mmwave' holds non-finite values")
+    return (cube[:, 0] + 1j * cube[:, 1]).astype(np.complex64)
+
+
+def choose_angle_bin(cubes: list[np.ndarray]) -> int:
+    """The angle bin with the most energy summed over frames, Doppler and range of all clips."""
+    energy = sum(np.sum(np.abs(c) ** 2, axis=(0, 1, 3)) for c in cubes)
+    return int(np.argmax(energy))
+
+
+def reduce_cube(cube: np.ndarray, angle_bin: int) -> np.ndarray:
+    """(frames, Doppler, angle, range) complex -> (frames, 2, range) float32 I/Q (Doppler summed)."""
+    z = cube[:, :, angle_bin, :].sum(axis=1)
+    return np.stack([z.real, z.imag], axis=1).astype(np.float32)
+
+
+def read_bvp(path: Path, n_frames: int, fps: float) -> tuple[np.ndarray, str]:
+    """BVP.mat resampled onto the frame times; returns (bvp (T,), repair note)."""
+    if not path.is_file():
+        raise SessionError(f"{path}: missing")
+    try:
+        mat = scipy.io.loadmat(str(path))
+    except Exception as exc:
+        raise SessionError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
+    if "BVP" not in mat:
+        raise SessionError(f"{path}: no 'BVP' key")
+    bvp = np.asarray(mat["BVP"], dtype=np.float64).ravel()
+    if bvp.size < 2:
+        raise SessionError(f"{path}: 'BVP' has {bvp.size} samples")
+    bad = ~np.isfinite(bvp)
+    note = ""
+    if bad.any():
+        if bad.mean() > 0.1:
+            raise SessionError(f"{path}: {int(bad.sum())} of {bvp.size} BVP samples are not finite")
+        idx = np.arange(bvp.size)
+        bvp[bad] = np.interp(idx[bad], idx[~bad], bvp[~bad])
+        note = f"bvp: {int(bad.sum())} non-finite samples interpolated"
+    duration = n_frames / fps
+    src_t = np.arange(bvp.size) * (duration / bvp.size)
+    return np.interp(np.arange(n_frames) / fps, src_t, bvp), note
+
+
+def iter_video_blocks(path: Path, block_frames: int):
+    """Yield (frames (n, H, W, 3) uint8 RGB, fps) blocks of ``path`` decoded sequentially by PyAV."""
+    import av
+
+    from pipeline.video import colour_conversion
+
+    if not path.is_file():
+        raise SessionError(f"{path}: missing")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise SessionError(f"{path}: no video stream")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+            fps = float(Fraction(rate)) if rate else 0.0
+            if not fps > 0:
+                raise SessionError(f"{path}: the video stream has no frame rate")
+            conv, block = None, []
+            for frame in container.decode(stream):
+                if conv is None:
+                    conv = colour_conversion(frame)
+                rgb = frame.reformat(
+                    format="rgb24",
+                    src_colorspace=conv.matrix,
+                    src_color_range=conv.range,
+                    dst_color_range="JPEG",
+                )
+                block.append(rgb.to_ndarray())
+                if len(block) == block_frames:
+                    yield np.stack(block), fps
+                    block = []
+            if block:
+                yield np.stack(block), fps
+    except SessionError:
+        raise
+    except (av.error.FFmpegError, ValueError) as exc:
+        raise SessionError(f"{path}: not a readable video ({type(exc).__name__}: {exc})") from None
+
+
+def crop_video(path: Path, block_frames: int = BLOCK_FRAMES, cropper=None) -> tuple[np.ndarray, float, float]:
+    """MTCNN face crops of a whole video, block by block: (crops (T,128,128,3), fps, detection rate)."""
+    from pipeline.face import FaceNotFoundError, crop_boxes, crop_faces
+
+    cropper = cropper or crop_faces
+    crops: list[np.ndarray | None] = []
+    pending: list[tuple[int, np.ndarray]] = []  # blocks with no face before any face was seen
+    detected = weight = 0.0
+    last_box, fps = None, 0.0
+    for frames, fps in iter_video_blocks(path, block_frames):
+        n = frames.shape[0]
+        weight += n
+        try:
+            c, rate, boxes = cropper(frames, fps)
+        except FaceNotFoundError:
+            if last_box is None:
+                if sum(f.shape[0] for _, f in pending) > 60 * fps:
+                    raise SessionError(f"{path}: no face found in the first 60 s") from None
+                pending.append((len(crops), frames))
+                crops.append(None)
+                continue
+            crops.append(crop_boxes(frames, np.repeat(last_box[None], n, axis=0)))
+            continue
+        detected += rate * n
+        for idx, held in pending:  # earlier faceless blocks take this block's first box
+            crops[idx] = crop_boxes(held, np.repeat(boxes[:1], held.shape[0], axis=0))
+        pending = []
+        last_box = boxes[-1]
+        crops.append(c)
+    if not crops:
+        raise SessionError(f"{path}: the video stream has no decodable frames")
+    if pending:
+        raise SessionError(f"{path}: MTCNN found no face in any frame")
+    return np.concatenate(crops), fps, detected / weight
+
+
+def build_session(
+    root: Path,
+    subject: str,
+    session: str,
+    clips: list[dict],
+    min_face_rate: float,
+    block_frames: int,
+) -> SessionData:
+    sdir = root / RGB_DIR / subject / session
+    video, fps, face_rate = crop_video(sdir / "RGB.mp4", block_frames)
+    if face_rate < min_face_rate:
+        raise SessionError(
+            f"{sdir / 'RGB.mp4'}: face found in {100 * face_rate:.1f}% of detection frames "
+            f"(< {100 * min_face_rate:.0f}%); not stored"
+        )
+    t = video.shape[0]
+    bvp, bvp_note = read_bvp(sdir / "Label" / "BVP.mat", t, fps)
+    repairs = [bvp_note] if bvp_note else []
+
+    rates = {float(c["radar_fps"]) for c in clips if str(c.get("radar_fps", "")).strip()}
+    if len(rates) > 1:
+        raise SessionError(f"{root / 'pairing.csv'}: {subject}/{session} clips disagree on radar_fps {rates}")
+    radar_fps = rates.pop() if rates else DEFAULT_RADAR_FPS
+    loaded = []
+    for c in sorted(clips, key=lambda c: str(c["clip"])):
+        path = _clip_dir(root, subject, str(c["clip"])) / "mmwave.mat"
+        try:
+            cube = load_cube(path)
+        except SessionError as exc:
+            repairs.append(f"radar clip {c['clip']} skipped ({exc})")
+            continue
+        v0 = _parse_time(c["video_start"], root / "pairing.csv", "video_start")
+        r0 = _parse_time(c["radar_start"], root / "pairing.csv", "radar_start")
+        loaded.append((int(round((r0 - v0).total_seconds() * radar_fps)), cube, c["clip"]))
+
+    n_rf = int(round(t * radar_fps / fps))
+    radar = np.zeros((n_rf, 2, CUBE_SHAPE[3]), np.float32)
+    ok = np.zeros(n_rf, bool)
+    angle_bin = choose_angle_bin([c for _, c, _ in loaded]) if loaded else -1
+    for k0, cube, name in loaded:
+        iq = reduce_cube(cube, angle_bin)
+        lo, hi = max(0, k0), min(n_rf, k0 + iq.shape[0])
+        if hi <= lo:
+            repairs.append(f"radar clip {name} outside the video")
+            continue
+        if ok[lo:hi].any():
+            repairs.append(f"radar clip {name} overlaps an earlier clip by {int(ok[lo:hi].sum())} frames")
+        radar[lo:hi] = iq[lo - k0 : hi - k0]
+        ok[lo:hi] = True
+    if not loaded:
+        repairs.append("radar: no paired clip")
+    elif not ok.all():
+        repairs.append(f"radar: {int((~ok).sum())} of {n_rf} frames not covered by a clip")
+    if ok.any():
+        energy = np.sum(radar[ok] ** 2, axis=(0, 1))
+        range_bin = int(np.argmax(energy))
+    else:
+        range_bin = CUBE_SHAPE[3] // 2
+    return SessionData(
+        video=video,
+        bvp=bvp,
+        radar=radar,
+        radar_ok=ok,
+        fps=fps,
+        radar_fps=radar_fps,
+        radar_bin=range_bin if ok.any() else -1,
+        radar_channel=range_bin,
+        attrs={"radar_angle_bin": angle_bin, "doppler_reduction": "complex sum over Doppler bins"},
+        row={
+            "radar_angle_bin": angle_bin,
+            "face_detection_rate": round(face_rate, 4),
+            "repairs": "; ".join(repairs),
+        },
+    )
+
+
+def prepare_physdrive(
+    root: str | Path,
+    store: str | Path,
+    manifests_dir: str | Path,
+    workers: int = 2,
+    scheduler: str = "threads",
+    overwrite: bool = False,
+    min_face_rate: float = DEFAULT_MIN_FACE_RATE,
+    block_frames: int = BLOCK_FRAMES,
+) -> pd.DataFrame:
+    """Preprocess a PhysDrive root into ``store`` and write ``<manifests_dir>/physdrive_sessions.csv``.
+
+    See the module docstring for the layout and processing, :func:`pipeline.recipe.run_recipe` for
+    schedulers, resume and ``overwrite``. Returns the sessions manifest (failed sessions included).
+    """
+    root = Path(root)
+    sessions = list_sessions(root)
+    if not sessions:
+        raise FileNotFoundError(f"{root / RGB_DIR}: no <SUBJ>/<SESSION> folders")
+    pairing = read_pairing(root)
+    jobs = []
+    for subject, session in sessions:
+        clips = pairing[(pairing.subject == subject) & (pairing.session == session)].to_dict("records")
+        row = {
+            "session": f"{subject}_{session}",
+            "dataset": "physdrive",
+            "subject": subject,
+            "trial": session,
+            "skin_type": -1,
+            **parse_conditions(subject, session),
+        }
+        jobs.append(
+            Job(
+                row=row,
+                build=build_session,
+                args=(root, subject, session, clips, min_face_rate, block_frames),
+            )
+        )
+    params = {
+        "recipe": "physdrive",
+        "version": 1,
+        "min_face_rate": min_face_rate,
+        "block_frames": block_frames,
+    }
+    return run_recipe("physdrive", jobs, store, manifests_dir, params, workers, scheduler, overwrite)

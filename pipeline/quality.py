@@ -1,0 +1,128 @@
+"""Per-session quality figures recorded in the sessions manifest: radar SNR and video-radar lag.
+
+Both work on the stored arrays, so every recipe computes them the same way.
+
+* **Radar cardiac signal**: the I/Q of the chosen range bin (``radar_channel``). Chest motion moves
+  the phasor along a circle around the static reflections of the same bin, so a circle is fitted
+  to the I/Q points (algebraic least squares) and the unwrapped angle about its centre is taken:
+  it is proportional to the chest displacement (lambda / 4 pi per radian). It is band-passed to the
+  cardiac band 0.75-3 Hz (45-180 bpm, 4th-order Butterworth, zero phase). Frames with
+  ``radar_ok`` False are left out of every estimate.
+* **Radar SNR** (``radar_snr_db``): on the periodogram of that signal, the power within +-0.1 Hz of
+  the strongest cardiac-band peak and of its second harmonic, over the rest of the band, in dB.
+* **Lag** (``radar_lag_s``): the BVP (on the video clock) is interpolated onto the radar frame
+  times, both are band-passed and z-scored, and the normalised cross-correlation is scanned over
+  lags of +-``max_lag_s`` (2 s) with the biased estimator (normalised by the whole signals'
+  energy, so of the peaks that recur every beat the best-overlapping one, nearest zero, wins); the
+  lag with the largest |r| is reported with that |r| (``radar_lag_corr``). Positive = the radar
+  lags the video. The radar sees the chest wall and the BVP the skin, so a pulse-transit time of
+  0.1-0.25 s is expected even when the clocks agree, and a periodic pulse makes the correlation
+  peak recur every beat: read the lag together with its |r|,
+  and as evidence of a sync error only when it moves by about a second (PhysDrive's radar start
+  has whole-second resolution).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import signal
+
+CARDIAC_BAND_HZ = (0.75, 3.0)
+
+
+def _bandpass(x: np.ndarray, fs: float, band=CARDIAC_BAND_HZ, order: int = 4) -> np.ndarray:
+    hi = min(band[1], 0.45 * fs)
+    sos = signal.butter(order, [band[0], hi], btype="bandpass", fs=fs, output="sos")
+    if x.size <= 3 * 2 * order * 3:
+        return x - x.mean()
+    return signal.sosfiltfilt(sos, x)
+
+
+def fit_circle_centre(i: np.ndarray, q: np.ndarray) -> tuple[float, float]:
+    """Centre of the least-squares circle x^2 + y^2 + D x + E y + F = 0 through the (i, q) points."""
+    a = np.column_stack([i, q, np.ones_like(i)])
+    b = -(i * i + q * q)
+    (d, e, _), *_ = np.linalg.lstsq(a, b, rcond=None)
+    return -d / 2.0, -e / 2.0
+
+
+def radar_cardiac_signal(radar: np.ndarray, channel: int, ok: np.ndarray | None = None) -> np.ndarray:
+    """(T_rf, 2, bins) I/Q -> (T_rf,) unwrapped phase of bin ``channel`` about the fitted circle centre."""
+    iq = np.asarray(radar[:, :, channel], dtype=np.float64)
+    use = np.ones(iq.shape[0], bool) if ok is None else np.asarray(ok, bool)
+    if use.sum() < 3:
+        return np.zeros(iq.shape[0])
+    scale = np.abs(iq[use]).max() or 1.0
+    i, q = iq[:, 0] / scale, iq[:, 1] / scale
+    ci, cq = fit_circle_centre(i[use], q[use])
+    if not (np.isfinite(ci) and np.isfinite(cq)):
+        ci, cq = i[use].mean(), q[use].mean()
+    out = np.zeros(iq.shape[0])
+    out[use] = np.unwrap(np.angle((i[use] - ci) + 1j * (q[use] - cq)))
+    out[use] -= out[use].mean()
+    return out
+
+
+def snr_db(x: np.ndarray, fs: float, band=CARDIAC_BAND_HZ, half_width_hz: float = 0.1) -> float:
+    """Cardiac-band SNR of ``x`` (see the module docstring); NaN when too short or silent."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.size < 4 * fs or not np.any(x):
+        return float("nan")
+    f, p = signal.periodogram(_bandpass(x, fs), fs=fs, window="hann", nfft=max(4096, x.size))
+    in_band = (f >= band[0]) & (f <= band[1])
+    if not in_band.any():
+        return float("nan")
+    f0 = f[in_band][np.argmax(p[in_band])]
+    sig = in_band & ((np.abs(f - f0) <= half_width_hz) | (np.abs(f - 2 * f0) <= half_width_hz))
+    noise = in_band & ~sig
+    if p[noise].sum() <= 0:
+        return float("inf")
+    return float(10 * np.log10(p[sig].sum() / p[noise].sum()))
+
+
+def estimate_lag(
+    bvp: np.ndarray,
+    fps: float,
+    radar_sig: np.ndarray,
+    radar_fps: float,
+    ok: np.ndarray | None = None,
+    max_lag_s: float = 2.0,
+) -> tuple[float, float]:
+    """Video-radar lag in seconds (positive: radar lags) and its |normalised correlation|."""
+    n = radar_sig.size
+    use = np.ones(n, bool) if ok is None else np.asarray(ok, bool)[:n]
+    t_rf = np.arange(n) / radar_fps
+    t_v = np.arange(bvp.size) / fps
+    inside = use & (t_rf <= t_v[-1])
+    if inside.sum() < 6 * radar_fps:
+        return float("nan"), float("nan")
+    v = _bandpass(np.interp(t_rf, t_v, np.asarray(bvp, np.float64)), radar_fps)
+    r = _bandpass(np.where(use, radar_sig, 0.0), radar_fps)
+    max_k = int(round(max_lag_s * radar_fps))
+    v = np.where(inside, v, 0.0)
+    r = np.where(use, r, 0.0)
+    norm = np.sqrt((v * v).sum() * (r * r).sum())
+    if norm <= 0:
+        return float("nan"), float("nan")
+    best_k, best_c = 0, -1.0
+    for k in range(-max_k, max_k + 1):
+        # biased estimator (divided by the full energy): among the beat-periodic peaks, the one with
+        # the most overlap, i.e. nearest zero lag, wins. radar[j + k] matches video[j].
+        c = abs(float(np.dot(v[max(0, -k) : n - max(0, k)], r[max(0, k) : n - max(0, -k)]) / norm))
+        if c > best_c:
+            best_k, best_c = k, c
+    return best_k / radar_fps, best_c
+
+
+def session_quality(
+    bvp: np.ndarray, fps: float, radar: np.ndarray, radar_fps: float, channel: int, ok: np.ndarray
+) -> dict:
+    """{radar_snr_db, radar_lag_s, radar_lag_corr} for one stored session."""
+    sig = radar_cardiac_signal(radar, channel, ok)
+    snr = snr_db(sig[ok], radar_fps) if ok.any() else float("nan")
+    lag, corr = estimate_lag(bvp, fps, sig, radar_fps, ok)
+    return {
+        "radar_snr_db": round(snr, 3) if np.isfinite(snr) else snr,
+        "radar_lag_s": round(lag, 4) if np.isfinite(lag) else lag,
+        "radar_lag_corr": round(corr, 4) if np.isfinite(corr) else corr,
+    }

@@ -1,0 +1,213 @@
+"""What every dataset recipe shares: one dask task per session, resume, manifest, validation.
+
+A recipe (``pipeline.equipleth``, ``pipeline.physdrive``, ``pipeline.folder``) lists its sessions
+as :class:`Job` objects: a manifest row with the identity columns filled in and a module-level
+``build`` function that reads the raw files and returns a :class:`SessionData` (or raises
+:class:`SessionError`). :func:`run_recipe` then
+
+1. skips a session whose store group is ``complete`` and was made with the same ``params``
+   (unless ``overwrite``): its manifest row is read back from the group, so a rerun is a no-op;
+2. otherwise builds it, computes the radar SNR and video-radar lag (``pipeline.quality``), writes
+   the group (any partial or stale group is removed first) and sets ``complete`` last;
+3. records a session that cannot be used as ``failed`` with its reason (and removes any group it
+   had), and carries on with the others;
+4. writes ``<manifests>/<dataset>_sessions.csv`` atomically, after checking every ``ok`` row
+   against the store (:func:`validate_store`).
+
+Exactly one task writes one session group, so no two writers ever touch a shard.
+
+Schedulers: ``threads`` (default: no start-up cost, and decoding, MTCNN and compression release
+the GIL), ``processes``, ``sync``, ``distributed`` (a local dask.distributed cluster of
+``workers`` single-threaded processes) or the address of a running scheduler (``tcp://...``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dask
+import numpy as np
+import pandas as pd
+from dask.diagnostics import ProgressBar
+
+from manifests import SESSION_COLUMNS, empty_session_row
+from pipeline.quality import session_quality
+from pipeline.store import is_complete, open_store, remove_group, store_exists, write_session
+
+
+class SessionError(RuntimeError):
+    """A session that cannot be used; the message names the file and the problem."""
+
+
+@dataclass
+class SessionData:
+    """One session ready to store; ``row`` holds extra manifest columns (bins, repairs, ...)."""
+
+    video: np.ndarray  # (T, 128, 128, 3) uint8
+    bvp: np.ndarray  # (T,)
+    radar: np.ndarray  # (T_rf, 2, bins)
+    radar_ok: np.ndarray  # (T_rf,) bool
+    fps: float
+    radar_fps: float
+    radar_bin: int
+    radar_channel: int
+    attrs: dict = field(default_factory=dict)
+    row: dict = field(default_factory=dict)
+
+
+@dataclass
+class Job:
+    row: dict  # identity columns: session, dataset, subject, trial, skin_type, conditions ...
+    build: Callable[..., SessionData]
+    args: tuple = ()
+
+
+def _jsonable(v):
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def _stored_row(store, group: str) -> dict:
+    row = json.loads(open_store(store, "r")[group].attrs["manifest_row"])
+    return {k: (float("nan") if v is None else v) for k, v in row.items()}
+
+
+def run_session(store: str, job: Job, params: dict, overwrite: bool) -> dict:
+    """Build, check and write one session (one dask task). Returns its manifest row."""
+    row = {**empty_session_row(), **job.row}
+    group = row["store_group"] = row.get("store_group") or row["session"]
+    if not overwrite and store_exists(store):
+        root = open_store(store, "r")
+        if is_complete(root, group) and root[group].attrs.get("params") == params:
+            return _stored_row(store, group)
+    try:
+        data = job.build(*job.args)
+        t = data.video.shape[0]
+        if data.video.shape[1:] != (128, 128, 3) or data.video.dtype != np.uint8:
+            raise SessionError(f"{row['session']}: video is {data.video.shape} {data.video.dtype}")
+        if t < 2 * data.fps:
+            raise SessionError(f"{row['session']}: only {t} aligned frames (< 2 s)")
+        quality = session_quality(
+            data.bvp, data.fps, data.radar, data.radar_fps, data.radar_channel, data.radar_ok
+        )
+        row.update(data.row)
+        row.update(
+            status="ok",
+            reason="",
+            n_frames=t,
+            fps=data.fps,
+            n_radar_frames=int(data.radar.shape[0]),
+            radar_fps=data.radar_fps,
+            radar_bin=int(data.radar_bin),
+            radar_coverage=round(float(data.radar_ok.mean()), 4) if data.radar_ok.size else 0.0,
+            **quality,
+        )
+        row = {k: _jsonable(v) for k, v in row.items()}
+        attrs = {
+            "dataset": row["dataset"],
+            "subject": row["subject"],
+            "trial": row["trial"],
+            "skin_type": int(row["skin_type"]),
+            "fps": float(data.fps),
+            "radar_fps": float(data.radar_fps),
+            "radar_bin": int(data.radar_bin),
+            "radar_channel": int(data.radar_channel),
+            "conditions": {k: row.get(k, "") for k in ("car", "sex", "illumination", "road", "motion")},
+            **data.attrs,
+            "params": params,
+            "manifest_row": json.dumps(row, sort_keys=True),
+        }
+        write_session(store, group, data.video, data.bvp, data.radar, data.radar_ok, attrs)
+        return _stored_row(store, group)  # exactly what a rerun will read back
+    except Exception as exc:  # one bad session never stops the run; the reason goes to the manifest
+        remove_group(store, group)
+        reason = str(exc) if isinstance(exc, SessionError) else f"{type(exc).__name__}: {exc}"
+        row.update(status="failed", reason=reason or type(exc).__name__)
+        for key in ("n_frames", "n_radar_frames"):
+            row[key] = 0
+        return row
+
+
+def compute(tasks: list, scheduler: str, workers: int, label: str = "sessions") -> list:
+    """Run dask delayed ``tasks`` on the chosen scheduler with a progress bar."""
+    if scheduler.startswith(("tcp://", "tls://", "inproc://", "ucx://")) or scheduler == "distributed":
+        from dask.distributed import Client, LocalCluster, progress
+
+        if scheduler == "distributed":
+            cluster = LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+            )
+            client = Client(cluster)
+        else:
+            cluster, client = None, Client(scheduler)
+        try:
+            futures = client.compute(tasks)
+            progress(futures)
+            return client.gather(futures)
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    if scheduler not in ("threads", "processes", "sync", "synchronous", "single-threaded"):
+        raise ValueError(
+            f"unknown scheduler {scheduler!r}; use threads, processes, sync, distributed or tcp://host:port"
+        )
+    with ProgressBar(minimum=1.0):
+        return list(dask.compute(*tasks, scheduler=scheduler, num_workers=workers))
+
+
+def validate_store(store: str, manifest: pd.DataFrame) -> None:
+    """Every ``ok`` row must be a complete group with the manifest's lengths and sane content."""
+    if not (manifest.status == "ok").any():
+        return
+    root = open_store(store, "r")
+    for row in manifest[manifest.status == "ok"].itertuples():
+        g = root[row.store_group]
+        where = f"{store}/{row.store_group}"
+        if not g.attrs.get("complete", False):
+            raise RuntimeError(f"{where}: marked ok but not complete")
+        shapes = (g["video"].shape[0], g["bvp"].shape[0], g["radar"].shape[0], g["radar_ok"].shape[0])
+        expect = (row.n_frames, row.n_frames, row.n_radar_frames, row.n_radar_frames)
+        if shapes != expect:
+            raise RuntimeError(f"{where}: array lengths {shapes} disagree with the manifest {expect}")
+        if g["video"].shape[1:] != (128, 128, 3) or g["video"].dtype != np.uint8:
+            raise RuntimeError(f"{where}: video is {g['video'].shape} {g['video'].dtype}")
+        if not np.isfinite(g["bvp"][...]).all() or not np.isfinite(g["radar"][...]).all():
+            raise RuntimeError(f"{where}: non-finite values in bvp or radar")
+        if not 0 <= g.attrs["radar_channel"] < g["radar"].shape[2]:
+            raise RuntimeError(f"{where}: radar_channel outside the stored bins")
+
+
+def run_recipe(
+    dataset: str,
+    jobs: list[Job],
+    store: str | Path,
+    manifests_dir: str | Path,
+    params: dict,
+    workers: int = 2,
+    scheduler: str = "threads",
+    overwrite: bool = False,
+) -> pd.DataFrame:
+    """Process ``jobs`` into ``store`` and write ``<manifests_dir>/<dataset>_sessions.csv``."""
+    store = str(store)
+    manifests_dir = Path(manifests_dir)
+    if not jobs:
+        raise FileNotFoundError(f"{dataset}: no sessions found")
+    open_store(store, mode="a")  # create the root group once, before any writer starts
+    tasks = [dask.delayed(run_session)(store, job, params, overwrite) for job in jobs]
+    rows = compute(tasks, scheduler, workers)
+    manifest = pd.DataFrame(rows, columns=SESSION_COLUMNS)
+    validate_store(store, manifest)
+    manifests_dir.mkdir(parents=True, exist_ok=True)
+    out = manifests_dir / f"{dataset}_sessions.csv"
+    tmp = out.with_suffix(".csv.partial")
+    manifest.to_csv(tmp, index=False)
+    tmp.replace(out)
+    return manifest

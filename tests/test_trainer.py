@@ -1,0 +1,347 @@
+"""train/trainer.py on a tiny generated dataset (CPU): config, ablations, KD baselines, resume, NaN stop,
+teacher cache, DDP on gloo, and (slow) a short training that beats the untrained student."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from tiny_data import write_tiny_dataset
+from typer.testing import CliRunner
+
+from cli import app
+from train import trainer
+from train.models import SpectralPolicy
+from train.trainer import TrainConfig, TrainError, build_student, resolve_config, seed_everything
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = """
+preset = "cpu"
+frames = 24
+stride = 16
+batch_size = 2
+teacher_widths = [8, 16]
+teacher_epochs = 1
+epochs = 1
+max_steps_per_epoch = 2
+meta_interval = 2
+baseline = false
+labeled_frac = 0.5
+"""
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: on a small shared CPU, tiny models run several times faster without contention."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def wd(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trainer")
+    workdir = write_tiny_dataset(root)
+    (root / "tiny.toml").write_text(TINY)
+    return workdir
+
+
+def run_train(wd, *args) -> str:
+    result = CliRunner().invoke(
+        app,
+        ["train", "--config", str(wd.root / "tiny.toml"), "--workdir", str(wd.root), *args],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def records(wd, name, kind="step", stage="student") -> list[dict]:
+    lines = (wd.runs / name / "log.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["type"] == kind and r["stage"] == stage]
+
+
+# --- config ------------------------------------------------------------------------------------------------
+
+
+def test_config_file_overrides_and_errors(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('preset = "cpu"\nlr = 2e-4\nteacher_widths = [4, 8]\nepochs = 7\npeak = false\n')
+    cfg = resolve_config({"epochs": 2, "seed": None}, config_file=path)
+    assert (cfg.lr, cfg.teacher_widths, cfg.epochs, cfg.peak) == (2e-4, (4, 8), 2, False)
+    assert cfg.frames == 128 and cfg.seed == 3  # preset and default fill the rest
+    path.write_text("learning_rate = 1e-3\n")
+    with pytest.raises(TrainError, match="unknown config keys"):
+        resolve_config({}, config_file=path)
+    path.write_text('epochs = "five"\n')
+    with pytest.raises(TrainError, match="epochs"):
+        resolve_config({}, config_file=path)
+    with pytest.raises(TrainError, match="leave no distillation"):
+        resolve_config({"peak": False, "background": False, "morphology": False})
+    with pytest.raises(TrainError, match="unknown method"):
+        resolve_config({"method": "c2kd"})
+
+
+def test_device_and_autocast_defaults():
+    assert trainer.pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert trainer.pick_device("cuda", 1) == torch.device("cuda", 1)
+    cpu = torch.device("cpu")
+    with trainer.autocast(cpu, True):
+        out = torch.nn.Linear(3, 2)(torch.randn(4, 3))
+    assert out.dtype == torch.float32  # CPU stays fp32
+    assert (
+        resolve_config({"preset": "cpu"}).batch_size == 4
+        and resolve_config({"preset": "paper"}).batch_size == 8
+    )
+
+
+# --- ablations and methods ---------------------------------------------------------------------------------
+
+
+def _check_equal_alpha(r, used):
+    for name in ("peak", "background", "morphology"):
+        want = 1 / len(used) if name in used else 0.0
+        assert r[f"alpha_{name}"] == pytest.approx(want, abs=1e-6)
+
+
+ABLATIONS = {
+    "full": ([], lambda r: ("meta_loss" in r) == (r["step"] % 2 == 0) and 0 < r["gate"] < 1),
+    "no-peak": (["--no-peak"], lambda r: r["alpha_peak"] == 0 and r["alpha_background"] > 0),
+    "no-background": (["--no-background"], lambda r: r["alpha_background"] == 0 and r["alpha_peak"] > 0),
+    "no-morphology": (["--no-morphology"], lambda r: r["alpha_morphology"] == 0 and r["alpha_peak"] > 0),
+    "no-gate": (["--no-gate"], lambda r: r["gate"] == 1 and ("meta_loss" in r) == (r["step"] == 0)),
+    "no-weights": (
+        ["--no-weights"],
+        lambda r: _check_equal_alpha(r, ("peak", "background", "morphology")) or r["gate"] < 1,
+    ),
+    "no-policy": (
+        ["--no-policy"],
+        lambda r: "meta_loss" not in r and r["gate"] == 1 and _check_equal_alpha(r, COMPS) is None,
+    ),
+    "no-bilevel": (["--no-bilevel"], lambda r: "meta_loss" not in r and 0 < r["gate"] < 1),
+}
+COMPS = ("peak", "background", "morphology")
+
+
+@pytest.mark.parametrize("name", list(ABLATIONS))
+def test_ablation_flags_train(wd, name):
+    args, check = ABLATIONS[name]
+    run_train(wd, "--name", f"abl-{name}", *args)
+    steps = records(wd, f"abl-{name}")
+    assert len(steps) == 2
+    for r in steps:
+        assert math.isfinite(r["loss"]) and math.isfinite(r["distill"])
+        assert check(r), r
+    ckpt = torch.load(wd.runs / f"abl-{name}" / "student_last.pt", weights_only=False)
+    assert ckpt["config"]["run_name"] == f"abl-{name}"
+    if name == "no-bilevel":  # the policy learnt from L_tr without any meta step
+        seed_everything(3)
+        build_student(TrainConfig(**{**ckpt["config"], "teacher_widths": (8, 16)}))
+        init = SpectralPolicy().state_dict()
+        assert any(not torch.equal(init[k], v) for k, v in ckpt["policy"].items() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("method", ["supervised", "output-kd", "fitnets", "dml"])
+def test_methods_train(wd, method):
+    run_train(wd, "--name", f"m-{method}", "--method", method)
+    steps = records(wd, f"m-{method}")
+    assert len(steps) == 2 and all(math.isfinite(r["loss"]) for r in steps)
+    run = wd.runs / f"m-{method}"
+    last = torch.load(run / "student_last.pt", weights_only=False)
+    if method == "supervised":
+        assert not (run / "teacher.pt").exists() and all("distill" not in r for r in steps)
+        assert all(r["sup"] == r["loss"] for r in steps)  # trained on labelled clips only
+        return
+    assert all(r["distill"] > 0 for r in steps) and "policy" not in last
+    teacher = torch.load(run / "teacher.pt", weights_only=False)["model"]
+    if method == "fitnets":
+        assert last["aux"]["conv.weight"].shape == (teacher["decoder.0.weight"].shape[1], 16, 3)
+    if method == "dml":
+        assert all(math.isfinite(r["peer_loss"]) for r in steps)
+        assert any(not torch.equal(teacher[k], v) for k, v in last["aux"].items() if v.is_floating_point())
+
+
+def test_teacher_cache_reused_and_keyed(wd):
+    out = run_train(wd, "--name", "cache-a", "--no-policy")
+    out = run_train(wd, "--name", "cache-b", "--no-policy")
+    assert "teacher: reusing" in out
+    teacher_rows = records(wd, "cache-b", "epoch", "teacher")
+    assert teacher_rows and all(r.get("cached") for r in teacher_rows)
+    a = torch.load(wd.runs / "cache-a" / "teacher.pt", weights_only=False)["model"]
+    b = torch.load(wd.runs / "cache-b" / "teacher.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    cfg = resolve_config({"preset": "cpu"})
+    key = trainer.teacher_cache_key(cfg, "sha", ["1"])[0]
+    for change in ({"seed": 4}, {"labeled_frac": 0.5}, {"teacher_epochs": 2}, {"dataset": "physdrive"}):
+        other = TrainConfig(**{**cfg.__dict__, **change})
+        assert trainer.teacher_cache_key(other, "sha", ["1"])[0] != key, change
+    assert trainer.teacher_cache_key(cfg, "sha2", ["1"])[0] != key
+    assert trainer.teacher_cache_key(cfg, "sha", ["1", "2"])[0] != key
+    assert trainer.teacher_cache_key(TrainConfig(**{**cfg.__dict__, "epochs": 9}), "sha", ["1"])[0] == key
+
+
+# --- resume, NaN -------------------------------------------------------------------------------------------
+
+
+def test_resume_gives_the_same_losses(wd):
+    run_train(wd, "--name", "full", "--epochs", "2")
+    run_train(wd, "--name", "part", "--epochs", "1")
+    out = run_train(wd, "--name", "part", "--epochs", "2", "--resume")
+    assert "resuming after epoch 1" in out
+    full, part = records(wd, "full"), records(wd, "part")
+    assert [r["step"] for r in part] == [0, 1, 2, 3]  # no duplicated or lost steps in the log
+    assert sum("meta_loss" in r for r in part) == 2  # meta steps on both sides of the resume
+    for a, b in zip(full, part, strict=True):
+        a.pop("seconds"), b.pop("seconds")
+        assert a == b  # every loss component, g and alpha, bit for bit
+    fe, pe = records(wd, "full", "epoch"), records(wd, "part", "epoch")
+    assert [r["val_loss"] for r in fe] == [r["val_loss"] for r in pe]
+    with pytest.raises(AssertionError, match="cannot resume"):
+        run_train(wd, "--name", "part", "--epochs", "3", "--resume", "--lr", "0.5")
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(wd, monkeypatch):
+    saves = []
+    real_save, real_components = trainer._atomic_save, trainer.distill_components
+
+    def save(obj, path):
+        real_save(obj, path)
+        saves.append(path.name)
+
+    def components(s, t):
+        out = real_components(s, t)
+        return out * math.nan if "student_last.pt" in saves else out
+
+    monkeypatch.setattr(trainer, "_atomic_save", save)
+    monkeypatch.setattr(trainer, "distill_components", components)
+    cfg = resolve_config({"run_name": "nan", "epochs": 2, "policy": False}, config_file=wd.root / "tiny.toml")
+    with pytest.raises(TrainError, match=r"non-finite loss .* epoch 1 step 2.*student_last.pt is kept"):
+        trainer.train(cfg, wd)
+    last = torch.load(wd.runs / "nan" / "student_last.pt", weights_only=False)
+    assert last["epoch"] == 0 and last["step"] == 2
+    assert all(torch.isfinite(v).all() for v in last["model"].values())
+
+
+# --- DDP ---------------------------------------------------------------------------------------------------
+
+
+def test_ddp_two_processes_on_gloo(wd):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "cli",
+    ]
+    cmd += ["train", "--config", str(wd.root / "tiny.toml"), "--workdir", str(wd.root), "--name", "ddp"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    config = json.loads((wd.runs / "ddp" / "config.json").read_text())
+    assert config["world_size"] == 2
+    steps = records(wd, "ddp")
+    assert [r["step"] for r in steps] == [0, 1]  # rank 0 logs once per step
+    assert all(math.isfinite(r["loss"]) for r in steps) and "meta_loss" in steps[0]
+    assert (wd.runs / "ddp" / "student.pt").is_file()
+
+
+# --- learning ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_short_training_beats_untrained_student(tmp_path, capsys):
+    from torch.utils.data import DataLoader
+
+    from train.data import WindowDataset, video_to_input
+    from train.evaluate import hr_batch
+
+    wd = write_tiny_dataset(tmp_path, subjects=6, frames=160, seed=5)
+    cfg = resolve_config(
+        dict(
+            preset="cpu",
+            frames=64,
+            stride=16,
+            batch_size=4,
+            teacher_widths=(8, 16),
+            teacher_epochs=5,
+            epochs=4,
+            max_steps_per_epoch=8,
+            lr=3e-3,
+            baseline=False,
+            run_name="learn",
+        ),
+    )
+    trainer.train(cfg, wd)
+    val = WindowDataset(wd.store("equipleth"), ["v_5_1"], cfg.frames, 16)
+    batch = next(iter(DataLoader(val, batch_size=len(val))))
+    x = video_to_input(batch["video"], cfg.student_size, torch.device("cpu"))
+    truth = hr_batch(batch["bvp"].numpy())
+
+    def mae(model):
+        with torch.no_grad():
+            return float(np.mean(np.abs(hr_batch(model.eval()(x).numpy()) - truth)))
+
+    seed_everything(cfg.seed)
+    untrained = mae(build_student(cfg))
+    trained = mae(trainer.load_model(wd.runs / "learn" / "student.pt")[0])
+    with capsys.disabled():
+        print(f"val HR MAE: untrained {untrained:.1f} bpm, trained {trained:.1f} bpm")
+    assert trained < 0.5 * untrained and trained < 10.0, (trained, untrained)
+
+
+# --- sync-shift injection ----------------------------------------------------------------------------------
+
+
+def _write_shift_clips(wd, frames: int, stride: int, shift_frames: int) -> None:
+    """A clips table shifting every training clip's radar window, and the split meta that points at it."""
+    splits = pd.read_csv(wd.splits_manifest, dtype={"subject": str})
+    rows = []
+    for sp in splits.itertuples():
+        for start in range(0, 96 - frames - shift_frames + 1, stride):
+            rows.append(
+                {
+                    "split": sp.split,
+                    "dataset": sp.dataset,
+                    "session": sp.session,
+                    "subject": sp.subject,
+                    "start": start,
+                    "frames": frames,
+                    "labeled": True,
+                    "shift_frames": shift_frames if sp.split == "train" else 0,
+                }
+            )
+    pd.DataFrame(rows).to_csv(wd.clips_manifest, index=False)
+    meta = json.loads(wd.splits_meta.read_text())
+    meta["clips"] = {"path": str(wd.clips_manifest), "frames": frames, "stride": stride, "n": len(rows)}
+    meta["shift"] = {"prob": 1.0, "frames": shift_frames}
+    wd.splits_meta.write_text(json.dumps(meta))
+
+
+def test_sync_shift_reaches_the_student_but_not_the_teacher(tmp_path):
+    wd = write_tiny_dataset(tmp_path)
+    (tmp_path / "tiny.toml").write_text(TINY + "teacher_cache = false\n")  # train each teacher afresh
+    run_train(wd, "--name", "aligned")
+    _write_shift_clips(wd, frames=24, stride=16, shift_frames=30)
+    run_train(wd, "--name", "shifted")
+    # The teacher learns from aligned radar/label pairs either way ...
+    assert records(wd, "aligned", "epoch", "teacher") == records(wd, "shifted", "epoch", "teacher")
+    # ... while the student's distillation targets come from the shifted radar windows.
+    a, s = records(wd, "aligned"), records(wd, "shifted")
+    assert [r["distill"] for r in a] != [r["distill"] for r in s]
+    _write_shift_clips(wd, frames=32, stride=16, shift_frames=30)
+    result = CliRunner().invoke(
+        app, ["train", "--config", str(wd.root / "tiny.toml"), "--workdir", str(wd.root), "--name", "bad"]
+    )
+    assert result.exit_code != 0 and "rerun `rpm split --frames 24" in result.output
