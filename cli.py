@@ -172,6 +172,7 @@ def preprocess(
     from pipeline.equipleth import prepare_equipleth
     from pipeline.folder import prepare_folder
     from pipeline.physdrive import prepare_physdrive
+    from pipeline.store import StoreError
 
     wd = Workdir.resolve(workdir)
     src, dst = root or wd.raw(dataset.value), store or wd.store(dataset.value)
@@ -183,7 +184,7 @@ def preprocess(
             manifest = prepare_physdrive(src, dst, wd.manifests, min_face_rate=min_face_rate, **common)
         else:
             manifest = prepare_folder(src, dst, wd.manifests, min_face_rate=min_face_rate, **common)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, StoreError) as exc:
         _fail(exc)
     ok = int((manifest.status == "ok").sum())
     typer.echo(f"{ok}/{len(manifest)} sessions ok -> {dst}; manifest {wd.sessions_manifest(dataset.value)}")
@@ -300,6 +301,13 @@ def train(
             "fitnets (feature hints) or dml (mutual learning). (default rpm-distill)"
         ),
     ] = None,
+    student: Annotated[
+        str | None,
+        typer.Option(
+            help="Video student: factorizephys (52,169 parameters, 72x72), factorizephys-big (56,201, "
+            "128x128 only) or physnet (768,577; --frames divisible by 4). (default factorizephys)"
+        ),
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="Student epochs (preset default).")] = None,
     teacher_epochs: Annotated[int | None, typer.Option(help="RF teacher epochs (preset default).")] = None,
     frames: Annotated[int | None, typer.Option(help="Clip length T in frames (preset default).")] = None,
@@ -347,6 +355,13 @@ def train(
         bool,
         typer.Option(help="Continue runs/<name>/ from its last epoch checkpoints with its saved config."),
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(help="With --resume: accept checkpoints saved under a different config (warns)."),
+    ] = False,
+    dataset: Annotated[
+        Dataset | None, typer.Option(help="Dataset whose split and store to train on. (default equipleth)")
+    ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda. (default auto)")] = None,
     workdir: WorkdirOpt = None,
 ) -> None:
@@ -362,10 +377,12 @@ def train(
     wd = Workdir.resolve(workdir)
     overrides = dict(
         run_name=name,
+        dataset=dataset.value if dataset is not None else None,
         seed=seed,
         labeled_frac=labeled_frac,
         preset=preset,
         method=method,
+        student=student,
         epochs=epochs,
         teacher_epochs=teacher_epochs,
         frames=frames,
@@ -385,6 +402,7 @@ def train(
         num_workers=num_workers,
         device=device,
         resume=resume or None,
+        force=force or None,
     )
     try:
         base = saved_run_config(wd, name or "default") if resume else None

@@ -38,8 +38,9 @@ face_detection_rate  float   share of frames with an MTCNN face; NaN for ready-m
 rf_lost_packets      int     EquiPleth: sequence numbers missing in ``rf.pkl``
 rf_lost_frames       int     EquiPleth: radar frames (of the stored 4 T) filled by interpolation
 rf_discontinuities   int     EquiPleth: arrival positions where the packet number jumps
-repairs              str     what was repaired, ``;``-separated (interpolated radar frames or
-                             BVP samples, radar gaps, trimmed frames); empty when nothing
+repairs              str     what was repaired, ``;``-separated (interpolated radar frames,
+                             PPG or BVP samples, radar gaps, skipped radar clips, trimmed
+                             frames, an unknown skin type); empty when nothing
 store_group          str     Zarr group path inside the store
 ===================  ======  ==========================================================
 

@@ -8,6 +8,9 @@ On-disk contract (``rf_files/<subj>_<trial>/rf.pkl``): a pickled 5-tuple
 * ``byte_counts``: payload bytes the DCA1000 had sent *before* this packet (int, 48-bit);
 * ``start_time`` / ``end_time``: UTC ISO-8601 strings with a trailing ``Z`` (informational only).
 
+The file is untrusted: :func:`read_rf_pkl` unpickles it with :mod:`pipeline.safe_pickle` (builtin
+containers, numbers, strings and numpy arrays only) and checks every field's type and range.
+
 The payload is one continuous byte stream of radar frames, 2048 B (1024 values) each: one chirp,
 one RX, 256 complex ADC samples. The samples are signed int16 stored as uint16; within a frame,
 ADC sample k is ``v[4k] + 1j * v[4k+2]`` and ``v[4k+1]``, ``v[4k+3]`` are padding.
@@ -31,12 +34,17 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import safe_pickle
+
 SAMPLES_PER_CHIRP = 256  # complex ADC samples per chirp (fast time)
 VALUES_PER_FRAME = 4 * SAMPLES_PER_CHIRP  # 1024 uint16 values = 2048 B per radar frame
 BYTES_PER_FRAME = 2 * VALUES_PER_FRAME
 VALUES_PER_PACKET = 728  # 1456 B UDP payload
 BYTES_PER_PACKET = 2 * VALUES_PER_PACKET
 RADAR_FPS = 120.0  # slow-time frame rate (frame period 8.333 ms)
+# decode_by_byte_count refuses a capture whose byte counts span more than this many times the bytes
+# that arrived (> 87.5 % lost): such byte counts are corrupt, and the stream would not fit in memory.
+MAX_STREAM_TO_RECEIVED = 8
 
 
 class RfFormatError(ValueError):
@@ -151,8 +159,9 @@ def read_rf_pkl(path: str | Path) -> RfCapture:
     if not path.is_file():
         raise RfFormatError(path, "file not found")
     try:
-        with open(path, "rb") as f:
-            obj = pickle.load(f)
+        obj = safe_pickle.load_pickle(path)  # untrusted input: builtin containers and numpy arrays only
+    except safe_pickle.UnsafePickleError as exc:
+        raise RfFormatError(path, exc.problem) from None
     except Exception as exc:  # truncated or not a pickle at all
         raise RfFormatError(path, f"not a readable pickle ({type(exc).__name__}: {exc})") from None
     if not isinstance(obj, (tuple, list)) or len(obj) != 5:
@@ -163,6 +172,9 @@ def read_rf_pkl(path: str | Path) -> RfCapture:
             f"expected a 5-tuple (payloads, packet_nums, byte_counts, start, end), got {kind} of length {n}",
         )
     payloads, packet_nums, byte_counts, start_time, end_time = obj
+    if not all(isinstance(x, (list, tuple, np.ndarray)) for x in (payloads, packet_nums, byte_counts)):
+        kinds = ", ".join(type(x).__name__ for x in (payloads, packet_nums, byte_counts))
+        raise RfFormatError(path, f"payloads, packet numbers and byte counts must be sequences, got {kinds}")
     if len(payloads) == 0:
         raise RfFormatError(path, "capture holds no packets")
     if not (len(payloads) == len(packet_nums) == len(byte_counts)):
@@ -172,14 +184,30 @@ def read_rf_pkl(path: str | Path) -> RfCapture:
             f"numbers, {len(byte_counts)} byte counts",
         )
     try:
-        payloads = [np.asarray(p).astype(np.uint16, copy=False).ravel() for p in payloads]
-        pn = np.asarray(packet_nums, dtype=np.int64)
-        bc = np.asarray(byte_counts, dtype=np.int64)
-    except (TypeError, ValueError) as exc:
-        raise RfFormatError(path, f"packet fields are not numeric ({exc})") from None
-    if (bc < 0).any() or (bc % 2).any():
-        raise RfFormatError(path, "byte counts must be non-negative and even (16-bit samples)")
+        pn = _integers(packet_nums, "packet numbers")
+        bc = _integers(byte_counts, "byte counts")
+        payloads = [_payload(p, i) for i, p in enumerate(payloads)]
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise RfFormatError(path, f"packet fields malformed: {exc}") from None
+    if (bc < 0).any() or (bc % 2).any() or (bc >= 2**48).any():
+        raise RfFormatError(path, "byte counts must be even, non-negative 48-bit numbers (16-bit samples)")
     return RfCapture(payloads, pn, bc, str(start_time), str(end_time), path=str(path))
+
+
+def _integers(values, what: str) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+        raise ValueError(f"{what} must be a flat list of integers (got dtype {arr.dtype}, shape {arr.shape})")
+    return arr.astype(np.int64)
+
+
+def _payload(p, i: int) -> np.ndarray:
+    arr = np.asarray(p)
+    if arr.dtype == np.uint16:
+        return arr.ravel()
+    if arr.size and (arr.dtype.kind not in "iu" or arr.min() < 0 or arr.max() > 0xFFFF):
+        raise ValueError(f"payload #{i} is not 16-bit unsigned samples ({arr.dtype})")
+    return arr.astype(np.uint16).ravel()
 
 
 # --------------------------------------------------------------------------- decode
@@ -188,8 +216,12 @@ def read_rf_pkl(path: str | Path) -> RfCapture:
 def stream_to_frames(stream: np.ndarray) -> np.ndarray:
     """Flat uint16 stream (multiple of 1024 values) -> (N, 256) complex64 ADC samples."""
     signed = np.asarray(stream, dtype=np.uint16).view(np.int16).reshape(-1, SAMPLES_PER_CHIRP, 4)
-    # Samples are signed int16 stored as uint16; v[4k+1] and v[4k+3] are padding.
-    return (signed[:, :, 0].astype(np.float32) + 1j * signed[:, :, 2].astype(np.float32)).astype(np.complex64)
+    # Samples are signed int16 stored as uint16; v[4k+1] and v[4k+3] are padding. Filled in place:
+    # no complex128 temporaries (a long capture's ADC samples are the largest array in a session).
+    out = np.empty(signed.shape[:2], dtype=np.complex64)
+    out.real = signed[:, :, 0]
+    out.imag = signed[:, :, 2]
+    return out
 
 
 def _count_lost(pn: np.ndarray) -> tuple[int, int]:
@@ -215,6 +247,13 @@ def decode_by_byte_count(capture: RfCapture) -> DecodedRadar:
         raise RfFormatError(
             capture.path,
             f"capture holds {end_values} values, less than one {VALUES_PER_FRAME}-value radar frame",
+        )
+    received = int(sizes.sum())
+    if end_values > MAX_STREAM_TO_RECEIVED * received + 2 * VALUES_PER_PACKET:
+        raise RfFormatError(
+            capture.path,
+            f"byte counts imply a {2 * end_values}-byte stream but only {2 * received} bytes arrived "
+            f"(over {1 - 1 / MAX_STREAM_TO_RECEIVED:.0%} lost): byte counts corrupt or capture unusable",
         )
     stream = np.zeros(n_frames * VALUES_PER_FRAME, dtype=np.uint16)
     covered = np.zeros(stream.size, dtype=bool)
@@ -250,14 +289,21 @@ def decode_by_byte_count(capture: RfCapture) -> DecodedRadar:
     return DecodedRadar(adc=adc, valid=valid, lost_packets=lost, discontinuities=disc)
 
 
-def _organizer_segment(stream: np.ndarray, bc: np.ndarray, start: int, end: int) -> np.ndarray:
-    """Reference ``Organizer.get_frames``: frames cut from packet ``start`` up to (not incl.) ``end``."""
+def _organizer_segment(
+    stream: np.ndarray, bc: np.ndarray, cum: np.ndarray, start: int, end: int
+) -> np.ndarray:
+    """Reference ``Organizer.get_frames``: frames cut from packet ``start`` up to (not incl.) ``end``.
+
+    ``cum[i]``: stream values before arrival position i. The reference assumes 728 values per packet
+    (``start * 728``); ``cum`` is the same whenever that holds and stays right when a short packet
+    arrives early.
+    """
     if bc[start] == 0:
-        offset, bytes_left = start * VALUES_PER_PACKET, 0
+        offset, bytes_left = int(cum[start]), 0
     else:
         # Tail of the frame already in progress; a non-zero multiple of 2048 skips one whole frame.
         bytes_left = int((bc[start] // BYTES_PER_FRAME + 1) * BYTES_PER_FRAME - bc[start])
-        offset = bytes_left // 2 + start * VALUES_PER_PACKET
+        offset = bytes_left // 2 + int(cum[start])
     n_frames = int((bc[end] - bc[start] - bytes_left) // BYTES_PER_FRAME)
     if n_frames <= 0:
         return np.zeros((0, VALUES_PER_FRAME), dtype=np.uint16)
@@ -281,7 +327,16 @@ def decode_organizer(capture: RfCapture) -> DecodedRadar:
     else:
         positions = [int(p) for p in disc] + [last]
         segments = [(a + 1, b) for a, b in zip(positions[:-1], positions[1:], strict=True) if b - a > 2]
-    parts = [_organizer_segment(stream, bc, s, e) for s, e in segments]
+    cum = np.concatenate([[0], np.cumsum([p.size for p in capture.payloads])])
+    for s, e in segments:
+        # consecutive packet numbers: the byte counts must advance by exactly the payloads between them
+        if bc[e] - bc[s] != 2 * (cum[e] - cum[s]):
+            raise RfFormatError(
+                capture.path,
+                f"byte counts inconsistent: packets #{pn[s]}..#{pn[e]} are consecutive but their byte "
+                f"counts advance by {bc[e] - bc[s]}, not the {2 * (cum[e] - cum[s])} bytes sent between them",
+            )
+    parts = [_organizer_segment(stream, bc, cum, s, e) for s, e in segments]
     frames = np.concatenate(parts) if parts else np.zeros((0, VALUES_PER_FRAME), dtype=np.uint16)
     if frames.shape[0] == 0:
         raise RfFormatError(capture.path, "organizer decoding produced no radar frames")

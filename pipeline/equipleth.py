@@ -22,14 +22,19 @@ redoes every session. Folds: every fold of ``demo_fold.pkl`` is recorded (column
 
 The shared machinery (one dask task per session, resume, manifest, validation) is
 ``pipeline.recipe``. A session that cannot be used is recorded as ``failed`` with its reason in
-the manifest; the run continues.
+the manifest; the run continues. Repairs go to the manifest's ``repairs``: lost radar frames
+interpolated, PPG gaps of at most 1 s interpolated (longer gaps and a flat PPG fail), trailing
+frames dropped, a subject missing from ``fitzpatrick_labels.pkl`` (skin type -1). Every pickle
+(``rf.pkl``, the label pickles, ``vital_dict.npy``) is untrusted and read with
+:mod:`pipeline.safe_pickle`; sessions named by ``demo_fold.pkl`` that do not exist are listed in
+``<manifests>/equipleth_warnings.txt``.
 """
 
 from __future__ import annotations
 
 import json
-import pickle
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +43,7 @@ from PIL import Image
 
 from pipeline import dca1000, radar
 from pipeline.recipe import Job, SessionData, SessionError, run_recipe, validate_store
+from pipeline.safe_pickle import UnsafePickleError, load_npy_object, load_pickle
 from pipeline.store import CROP_SIZE
 
 __all__ = ["SessionError", "prepare_equipleth", "validate_store", "read_frames", "read_ppg", "read_radar"]
@@ -45,6 +51,8 @@ __all__ = ["SessionError", "prepare_equipleth", "validate_store", "read_frames",
 PPG_OFFSET = 25
 FPS = 30.0
 RADAR_PER_FRAME = 4
+MAX_PPG_GAP = 30  # non-finite PPG samples in a row that are interpolated (1 s at 30 Hz)
+MAX_PPG_BAD_FRAC = 0.1  # ... and in all, as a share of the PPG
 _FRAME_RE = re.compile(r"^rgbd_rgb_(\d+)\.png$")
 
 
@@ -94,8 +102,14 @@ def read_frames(session_dir: Path, size: int = CROP_SIZE) -> np.ndarray:
     return out
 
 
-def read_ppg(root: Path, session: str) -> np.ndarray:
-    """PPG at the video rate: ``rgbd_ppg.npy`` if present, else ``vital_dict.npy``."""
+def read_ppg(root: Path, session: str, notes: list[str] | None = None) -> np.ndarray:
+    """PPG at the video rate: ``rgbd_ppg.npy`` if present, else ``vital_dict.npy``.
+
+    Repairs (appended to ``notes``, which goes to the manifest's ``repairs``): runs of non-finite
+    samples up to ``MAX_PPG_GAP`` samples (1 s) long, with at most ``MAX_PPG_BAD_FRAC`` of the
+    samples bad in all, are linearly interpolated. Longer gaps, and a flat PPG (an oximeter that
+    dropped out), fail the session.
+    """
     direct = root / "rgb_files" / session / "rgbd_ppg.npy"
     if direct.is_file():
         try:
@@ -108,7 +122,9 @@ def read_ppg(root: Path, session: str) -> np.ndarray:
         if not source.is_file():
             raise SessionError(f"{direct}: missing, and no {source.name} fallback")
         try:
-            ppg = np.load(source, allow_pickle=True).item()["rgbd"]["NOM_PLETHWaveExport"]
+            ppg = load_npy_object(source).item()["rgbd"]["NOM_PLETHWaveExport"]
+        except UnsafePickleError as exc:
+            raise SessionError(str(exc)) from None
         except Exception as exc:
             raise SessionError(f"{source}: no ['rgbd']['NOM_PLETHWaveExport'] ({exc})") from None
     ppg = np.asarray(ppg, dtype=np.float64).ravel()
@@ -116,9 +132,28 @@ def read_ppg(root: Path, session: str) -> np.ndarray:
         raise SessionError(
             f"{source}: PPG has {ppg.size} samples, not more than the {PPG_OFFSET}-sample offset"
         )
-    if not np.isfinite(ppg).all():
-        raise SessionError(f"{source}: PPG contains {int((~np.isfinite(ppg)).sum())} non-finite samples")
+    bad = ~np.isfinite(ppg)
+    if bad.any():
+        longest = _longest_run(bad)
+        if bad.all() or longest > MAX_PPG_GAP or bad.mean() > MAX_PPG_BAD_FRAC:
+            raise SessionError(
+                f"{source}: PPG contains {int(bad.sum())} non-finite samples (longest gap {longest}; "
+                f"at most {MAX_PPG_GAP} in a row and {MAX_PPG_BAD_FRAC:.0%} in all are interpolated)"
+            )
+        idx = np.arange(ppg.size)
+        ppg[bad] = np.interp(idx[bad], idx[~bad], ppg[~bad])
+        if notes is not None:
+            notes.append(f"ppg: {int(bad.sum())} non-finite samples interpolated (longest gap {longest})")
+    if np.ptp(ppg[PPG_OFFSET:]) <= 1e-9 * max(1.0, float(np.abs(ppg).max())):
+        raise SessionError(f"{source}: PPG is flat (constant {ppg[PPG_OFFSET]:.6g}); no pulse to learn from")
     return ppg
+
+
+def _longest_run(mask: np.ndarray) -> int:
+    if not mask.any():
+        return 0
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return int((np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)).max())
 
 
 def read_radar(rf_path: Path, decoder: str) -> tuple[np.ndarray, np.ndarray, int, dca1000.DecodedRadar]:
@@ -130,13 +165,24 @@ def read_radar(rf_path: Path, decoder: str) -> tuple[np.ndarray, np.ndarray, int
     return iq, decoded.valid, chest_bin, decoded
 
 
+def _load_label_pickle(path: Path):
+    """Restricted unpickling (untrusted input): a refused or unreadable pickle stops the run, naming it."""
+    try:
+        return load_pickle(path)
+    except UnsafePickleError:
+        raise
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable pickle ({type(exc).__name__}: {exc})") from None
+
+
 def load_folds(root: Path) -> dict[str, dict[str, str]]:
     """``demo_fold.pkl`` -> {"v_<s>_<t>": {fold: split}} over every fold (empty when absent)."""
     path = root / "demo_fold.pkl"
     if not path.is_file():
         return {}
-    with open(path, "rb") as f:
-        folds = pickle.load(f)
+    folds = _load_label_pickle(path)
+    if not isinstance(folds, dict) or not all(isinstance(v, dict) for v in folds.values()):
+        raise ValueError(f"{path}: expected {{fold: {{'train'|'val'|'test': [session, ...]}}}}")
     out: dict[str, dict[str, str]] = {}
     for fold in sorted(folds, key=str):
         for split in ("train", "val", "test"):
@@ -150,8 +196,10 @@ def load_labels(root: Path) -> tuple[dict[str, int], dict[str, str]]:
     skin: dict[str, int] = {}
     fitz = root / "fitzpatrick_labels.pkl"
     if fitz.is_file():
-        with open(fitz, "rb") as f:
-            skin = {str(k): int(v) for k, v in dict(pickle.load(f)).items()}
+        labels = _load_label_pickle(fitz)
+        if not isinstance(labels, dict):
+            raise ValueError(f"{fitz}: expected {{'v_<s>': type}}, got {type(labels).__name__}")
+        skin = {str(k): int(v) for k, v in labels.items()}
     folds = load_folds(root)
     first = min((k for v in folds.values() for k in v), key=_fold_key, default=None)
     fold_of = {name: f[first] for name, f in folds.items() if first in f}
@@ -162,10 +210,14 @@ def _fold_key(k: str):
     return (0, int(k), k) if k.isdigit() else (1, 0, k)
 
 
-def build_session(root: Path, session: str, decoder: str) -> SessionData:
-    """Read, align and check one EquiPleth session (see the module docstring)."""
+def build_session(root: Path, session: str, decoder: str, notes: tuple[str, ...] = ()) -> SessionData:
+    """Read, align and check one EquiPleth session (see the module docstring).
+
+    ``notes``: dataset-level remarks for this session's ``repairs`` (e.g. an unknown skin type).
+    """
     frames = read_frames(root / "rgb_files" / session)
-    ppg = read_ppg(root, session)
+    ppg_notes: list[str] = []
+    ppg = read_ppg(root, session, ppg_notes)
     rf_path = root / "rf_files" / session[2:] / "rf.pkl"
     iq, ok, chest_bin, decoded = read_radar(rf_path, decoder)
     t = min(frames.shape[0], ppg.size - PPG_OFFSET, iq.shape[0] // RADAR_PER_FRAME)
@@ -176,7 +228,9 @@ def build_session(root: Path, session: str, decoder: str) -> SessionData:
         )
     n_rf = t * RADAR_PER_FRAME
     lost_frames = int((~ok[:n_rf]).sum())
-    repairs = [f"radar: {lost_frames} lost frames interpolated"] if lost_frames else []
+    repairs = [*notes, *ppg_notes]
+    if lost_frames:
+        repairs.append(f"radar: {lost_frames} lost frames interpolated")
     if frames.shape[0] > t:
         repairs.append(f"video: {frames.shape[0] - t} trailing frames dropped")
     return SessionData(
@@ -237,6 +291,33 @@ def prepare_equipleth(
             "fold_split": f.get(first, "") if first is not None else "",
             "folds": json.dumps(f, sort_keys=True) if f else "",
         }
-        jobs.append(Job(row=row, build=build_session, args=(root, s, decoder)))
-    params = {"recipe": "equipleth", "version": 2, "rf_decoder": decoder}
-    return run_recipe("equipleth", jobs, store, manifests_dir, params, workers, scheduler, overwrite)
+        notes = ()
+        if row["skin_type"] == -1:
+            notes = (f"skin_type: v_{subject} not in fitzpatrick_labels.pkl (recorded as -1)",)
+        jobs.append(Job(row=row, build=build_session, args=(root, s, decoder, notes)))
+    # version 3: short PPG gaps are interpolated, flat PPG fails, unknown skin types are noted
+    params = {"recipe": "equipleth", "version": 3, "rf_decoder": decoder}
+    manifest = run_recipe("equipleth", jobs, store, manifests_dir, params, workers, scheduler, overwrite)
+    write_warnings(Path(manifests_dir) / "equipleth_warnings.txt", fold_warnings(folds, sessions))
+    return manifest
+
+
+def fold_warnings(folds: dict[str, dict[str, str]], sessions: list[str]) -> list[str]:
+    """Sessions named by ``demo_fold.pkl`` that have no folder under ``rgb_files`` (used for nothing)."""
+    missing = sorted(set(folds) - set(sessions))
+    if not missing:
+        return []
+    shown = ", ".join(repr(m) for m in missing[:10]) + (", ..." if len(missing) > 10 else "")
+    return [f"demo_fold.pkl names {len(missing)} session(s) not under rgb_files/: {shown}"]
+
+
+def write_warnings(path: Path, lines: list[str]) -> None:
+    """Dataset-level warnings next to the sessions manifest (the file is removed when there are none)."""
+    for line in lines:
+        warnings.warn(line, stacklevel=3)
+    if not lines:
+        path.unlink(missing_ok=True)
+        return
+    tmp = path.with_suffix(path.suffix + ".partial")
+    tmp.write_text("".join(f"{line}\n" for line in lines))
+    tmp.replace(path)

@@ -60,3 +60,21 @@ class Workdir:
     @property
     def clips_manifest(self) -> Path:
         return self.manifests / "clips.csv"
+
+
+class PathEscapeError(ValueError):
+    """A name taken from a manifest or dataset file that would lead outside the dataset root."""
+
+
+def safe_join(root: str | Path, *names: str, source: str | Path = "") -> Path:
+    """``root / names...``, refusing absolute names and ``..`` that leave ``root`` (checked lexically,
+    so a dataset may still live behind a symlink). ``source`` names the file the names came from."""
+    root = Path(root)
+    target = root.joinpath(*[str(n) for n in names])
+    base = os.path.normpath(os.path.abspath(root))
+    full = os.path.normpath(os.path.abspath(target))
+    bad = any(Path(str(n)).is_absolute() or "\x00" in str(n) for n in names)
+    if bad or os.path.commonpath([base, full]) != base:
+        where = f"{source}: " if source else ""
+        raise PathEscapeError(f"{where}{'/'.join(map(str, names))!r} points outside the dataset root {root}")
+    return target

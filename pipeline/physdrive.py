@@ -41,13 +41,13 @@ from __future__ import annotations
 import csv
 import re
 from datetime import datetime
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import scipy.io
 
+from pipeline.paths import PathEscapeError, safe_join
 from pipeline.recipe import Job, SessionData, SessionError, run_recipe
 
 RGB_DIR = "RGB and IR"
@@ -114,10 +114,14 @@ def read_pairing(root: Path) -> pd.DataFrame:
 
 
 def _clip_dir(root: Path, subject: str, clip: str) -> Path:
-    base = root / RADAR_DIR / subject
-    candidates = [base / clip, base / f"{subject}_{clip}"]
+    names = [clip, f"{subject}_{clip}"]
     if clip.isdigit():
-        candidates += [base / f"{subject}_{int(clip):02d}", base / f"{subject}_{int(clip)}"]
+        names += [f"{subject}_{int(clip):02d}", f"{subject}_{int(clip)}"]
+    try:  # names from pairing.csv never lead outside mmWave/<SUBJ>/
+        base = safe_join(root, RADAR_DIR, subject, source=root / "pairing.csv")
+        candidates = [safe_join(base, n, source=root / "pairing.csv") for n in names]
+    except PathEscapeError as exc:
+        raise SessionError(str(exc)) from None
     for c in candidates:
         if c.is_dir():
             return c
@@ -187,43 +191,25 @@ def read_bvp(path: Path, n_frames: int, fps: float) -> tuple[np.ndarray, str]:
 
 
 def iter_video_blocks(path: Path, block_frames: int):
-    """Yield (frames (n, H, W, 3) uint8 RGB, fps) blocks of ``path`` decoded sequentially by PyAV."""
-    import av
+    """Yield (frames (n, H, W, 3) uint8 RGB, fps) blocks of ``path`` decoded sequentially by PyAV.
 
-    from pipeline.video import colour_conversion
+    Built on :func:`pipeline.video.iter_video` (one frame in memory at a time, logged colour
+    conversion); its errors become this recipe's :class:`SessionError`.
+    """
+    from pipeline.video import VideoError, iter_video
 
-    if not path.is_file():
-        raise SessionError(f"{path}: missing")
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise SessionError(f"{path}: no video stream")
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-            fps = float(Fraction(rate)) if rate else 0.0
-            if not fps > 0:
-                raise SessionError(f"{path}: the video stream has no frame rate")
-            conv, block = None, []
-            for frame in container.decode(stream):
-                if conv is None:
-                    conv = colour_conversion(frame)
-                rgb = frame.reformat(
-                    format="rgb24",
-                    src_colorspace=conv.matrix,
-                    src_color_range=conv.range,
-                    dst_color_range="JPEG",
-                )
-                block.append(rgb.to_ndarray())
-                if len(block) == block_frames:
-                    yield np.stack(block), fps
-                    block = []
-            if block:
+        fps, frames = iter_video(path)
+        block: list[np.ndarray] = []
+        for frame in frames:
+            block.append(frame)
+            if len(block) == block_frames:
                 yield np.stack(block), fps
-    except SessionError:
-        raise
-    except (av.error.FFmpegError, ValueError) as exc:
-        raise SessionError(f"{path}: not a readable video ({type(exc).__name__}: {exc})") from None
+                block = []
+        if block:
+            yield np.stack(block), fps
+    except VideoError as exc:
+        raise SessionError(str(exc)) from None
 
 
 def crop_video(path: Path, block_frames: int = BLOCK_FRAMES, cropper=None) -> tuple[np.ndarray, float, float]:

@@ -21,9 +21,16 @@ IQ_HALF_WIDTH = 2  # 5-bin window r-2..r+2
 RF_SCALE = 1.255e5  # divide range-FFT values by this to land roughly in [-1, 1]
 
 
-def range_fft(adc: np.ndarray) -> np.ndarray:
-    """(N, 256) complex ADC samples -> (N, 256) complex64 range profiles (no window, no DC removal)."""
-    return np.fft.fft(np.asarray(adc, dtype=np.complex64), axis=-1).astype(np.complex64)
+def range_fft(adc: np.ndarray, block: int = 1024) -> np.ndarray:
+    """(N, 256) complex ADC samples -> (N, 256) complex64 range profiles (no window, no DC removal).
+
+    Computed ``block`` frames at a time, so numpy's complex128 result never exists for the whole capture.
+    """
+    adc = np.asarray(adc, dtype=np.complex64)
+    out = np.empty(adc.shape, dtype=np.complex64)
+    for i in range(0, adc.shape[0], block):
+        out[i : i + block] = np.fft.fft(adc[i : i + block], axis=-1)
+    return out
 
 
 def find_chest_bin(profiles: np.ndarray, valid: np.ndarray | None = None) -> int:

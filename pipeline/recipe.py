@@ -23,6 +23,7 @@ the GIL), ``processes``, ``sync``, ``distributed`` (a local dask.distributed clu
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 from collections.abc import Callable
@@ -36,7 +37,9 @@ from dask.diagnostics import ProgressBar
 
 from manifests import SESSION_COLUMNS, empty_session_row
 from pipeline.quality import session_quality
-from pipeline.store import is_complete, open_store, remove_group, store_exists, write_session
+from pipeline.store import StoreError, is_complete, open_store, remove_group, store_exists, write_session
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class SessionError(RuntimeError):
@@ -126,13 +129,28 @@ def run_session(store: str, job: Job, params: dict, overwrite: bool) -> dict:
         }
         write_session(store, group, data.video, data.bvp, data.radar, data.radar_ok, attrs)
         return _stored_row(store, group)  # exactly what a rerun will read back
-    except Exception as exc:  # one bad session never stops the run; the reason goes to the manifest
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            return _failed(store, group, row, exc)
+        # A full disk is not this session's fault and would fail every later one: stop with a clear error.
+        # Sessions completed earlier keep their ``complete`` groups; a rerun resumes after them.
         remove_group(store, group)
-        reason = str(exc) if isinstance(exc, SessionError) else f"{type(exc).__name__}: {exc}"
-        row.update(status="failed", reason=reason or type(exc).__name__)
-        for key in ("n_frames", "n_radar_frames"):
-            row[key] = 0
-        return row
+        raise StoreError(
+            f"{store}/{group}: no space left on the device while writing this session ({exc}); "
+            "sessions completed before it are kept: free space and rerun to resume"
+        ) from exc
+    except Exception as exc:  # one bad session never stops the run; the reason goes to the manifest
+        return _failed(store, group, row, exc)
+
+
+def _failed(store: str, group: str, row: dict, exc: Exception) -> dict:
+    """The manifest row of a session that cannot be used (any partial group is removed)."""
+    remove_group(store, group)
+    reason = str(exc) if isinstance(exc, SessionError) else f"{type(exc).__name__}: {exc}"
+    row.update(status="failed", reason=reason or type(exc).__name__)
+    for key in ("n_frames", "n_radar_frames"):
+        row[key] = 0
+    return row
 
 
 def compute(tasks: list, scheduler: str, workers: int, label: str = "sessions") -> list:
@@ -208,6 +226,15 @@ def run_recipe(
     manifests_dir.mkdir(parents=True, exist_ok=True)
     out = manifests_dir / f"{dataset}_sessions.csv"
     tmp = out.with_suffix(".csv.partial")
-    manifest.to_csv(tmp, index=False)
+    try:
+        manifest.to_csv(tmp, index=False)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno in DISK_FULL:
+            raise StoreError(
+                f"{out}: no space left on the device while writing the manifest ({exc}); the store is "
+                "complete and the previous manifest is untouched: free space and rerun"
+            ) from exc
+        raise
     tmp.replace(out)
     return manifest

@@ -84,8 +84,17 @@ def is_complete(root: zarr.Group, group_name: str) -> bool:
         return False
 
 
+def check_group_name(group_name: str) -> str:
+    """A session group is one plain path segment: never empty, ``.``/``..``, absolute or nested."""
+    name = str(group_name)
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
+        raise StoreError(f"{name!r}: not a valid session group name (one plain path segment)")
+    return name
+
+
 def remove_group(store_path: str | Path, group_name: str) -> None:
     """Delete a (partial) session group, including zarr's leftover ``*.partial`` temp files."""
+    check_group_name(group_name)  # never rmtree outside the store
     local = local_path(store_path)
     if local is not None:
         target = local / group_name
@@ -107,6 +116,7 @@ def write_session(
     attrs: dict,
 ) -> None:
     """Write one session group, then mark it complete. Any earlier partial group is replaced."""
+    check_group_name(group_name)
     t = video.shape[0]
     if bvp.shape != (t,) or radar.shape[0] != radar_ok.shape[0]:
         raise StoreError(

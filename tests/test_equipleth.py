@@ -57,10 +57,15 @@ def test_ppg_falls_back_to_vital_dict(tmp_path):
     np.testing.assert_allclose(read_ppg(tmp_path, "v_2_3"), ppg)
 
 
-def test_ppg_with_nan_is_refused(tmp_path):
+def test_ppg_nan_short_gap_repaired_long_gap_refused(tmp_path):
     (tmp_path / "rgb_files" / "v_1_1").mkdir(parents=True)
-    ppg = np.ones(100)
+    ppg = np.sin(np.arange(100) / 3.0)
     ppg[50] = np.nan
+    np.save(tmp_path / "rgb_files" / "v_1_1" / "rgbd_ppg.npy", ppg)
+    notes = []
+    out = read_ppg(tmp_path, "v_1_1", notes)
+    assert np.isfinite(out).all() and notes == ["ppg: 1 non-finite samples interpolated (longest gap 1)"]
+    ppg[20:60] = np.nan
     np.save(tmp_path / "rgb_files" / "v_1_1" / "rgbd_ppg.npy", ppg)
     with pytest.raises(SessionError, match="non-finite"):
         read_ppg(tmp_path, "v_1_1")

@@ -9,9 +9,12 @@ import torch
 
 from train.models import (
     FactorizePhys,
+    FactorizePhysBig,
+    PhysNet,
     RFTeacher,
     SpectralPolicy,
     count_parameters,
+    diff_normalized_frames,
     factorizephys_spatial_sizes,
     rotate_iq,
 )
@@ -36,6 +39,20 @@ def test_factorizephys_has_no_buffers_and_registers_bias1():
     names = dict(m.named_parameters())
     assert "bias1" in names and names["bias1"].item() == 1.0 and names["bias1"].requires_grad
     assert "bias1" not in dict(FactorizePhys(frames=8, fsam=False).named_parameters())
+
+
+def test_factorizephys_big_and_physnet_parameter_counts():
+    assert count_parameters(FactorizePhysBig(frames=8)) == 56_201
+    assert count_parameters(FactorizePhysBig(frames=8, fsam=False)) == 55_872
+    assert list(FactorizePhysBig(frames=8).buffers()) == []
+    physnet = PhysNet(frames=8)
+    assert count_parameters(physnet) == 768_577
+    assert any(isinstance(m, torch.nn.BatchNorm3d) for m in physnet.modules())
+    assert {n.rsplit(".", 1)[-1] for n, _ in physnet.named_buffers()} == {
+        "running_mean",
+        "running_var",
+        "num_batches_tracked",
+    }
 
 
 def test_rf_teacher_parameter_count():
@@ -139,6 +156,65 @@ def test_factorizephys_output_independent_of_batch_companions():
     separate = torch.cat([m(a), m(b)])
     together = m(torch.cat([a, b]))
     assert torch.allclose(separate, together, rtol=0, atol=1e-10)
+
+
+# --- FactorizePhysBig and PhysNet --------------------------------------------------------------------------
+
+
+def test_spatial_sizes_big_128():
+    assert factorizephys_spatial_sizes(128, big=True) == [126, 62, 60, 29, 27, 25, 12, 10, 8, 5, 3, 1]
+
+
+def test_factorizephys_big_output_shape_and_fsam_before_head():
+    m = FactorizePhysBig(frames=8)
+    seen = []
+    m.fsam.pre_conv.register_forward_hook(lambda _m, inp, _out: seen.append(tuple(inp[0].shape)))
+    y = m(torch.rand(2, 3, 8, 128, 128))
+    assert y.shape == (2, 7) and torch.isfinite(y).all()
+    assert seen == [(2, 16, 7, 25, 25)]  # FSAM on the 25x25 extractor output, before the head
+    assert m.output_spatial_size == 1
+    (y**2).sum().backward()
+    assert m.bias1.grad is not None and m.fsam.pre_conv.weight.grad.abs().sum() > 0
+    m.eval()
+    assert m(torch.rand(1, 3, 8, 128, 128)).shape == (1, 7)
+
+
+@pytest.mark.parametrize("size", [72, 96, 127, 129, 224])
+def test_factorizephys_big_refuses_other_sizes(size):
+    with pytest.raises(ValueError, match="128x128 input only"):
+        FactorizePhysBig(frames=8, input_size=size)
+    m = FactorizePhysBig(frames=8)
+    with pytest.raises(ValueError, match="expected") as exc:
+        m(torch.rand(1, 3, 8, size, size))  # trap f.1.1: never reshaped silently
+    assert "128" in str(exc.value) and str(size) in str(exc.value)
+
+
+def test_physnet_output_shape_and_batchnorm_buffers():
+    m = PhysNet(frames=8, input_size=32)
+    y = m(torch.rand(2, 3, 8, 32, 32))
+    assert y.shape == (2, 8) and torch.isfinite(y).all()  # T samples, FactorizePhys gives T - 1
+    assert int(m.encoder[0][1].num_batches_tracked) == 1
+    m.eval()
+    assert m(torch.rand(1, 3, 8, 32, 32)).shape == (1, 8)
+    assert int(m.encoder[0][1].num_batches_tracked) == 1
+    dn = diff_normalized_frames(torch.rand(2, 3, 8, 4, 4) + 0.1)
+    assert dn.shape == (2, 3, 8, 4, 4) and torch.all(dn[:, :, -1] == 0)
+    assert torch.allclose(dn[:, :, :-1].flatten(1).std(dim=1, correction=0), torch.ones(2), atol=1e-5)
+
+
+@pytest.mark.parametrize("frames", [2, 6, 9, 10, 130])
+def test_physnet_refuses_frames_not_divisible_by_4(frames):
+    with pytest.raises(ValueError, match="divisible by 4"):
+        PhysNet(frames=frames)
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 12, 32, 32), (1, 3, 8, 64, 64), (1, 1, 8, 32, 32), (3, 8, 32, 32)])
+def test_physnet_refuses_wrong_input(shape):
+    m = PhysNet(frames=8, input_size=32)
+    with pytest.raises(ValueError, match="expected"):
+        m(torch.rand(*shape))
+    with pytest.raises(ValueError, match="too small"):
+        PhysNet(frames=8, input_size=8)
 
 
 # --- RF teacher and I/Q rotation ---------------------------------------------------------------------------

@@ -170,6 +170,45 @@ def test_methods_train(wd, method):
         assert any(not torch.equal(teacher[k], v) for k, v in last["aux"].items() if v.is_floating_point())
 
 
+@pytest.mark.parametrize(
+    ("student", "size", "out_len"), [("factorizephys-big", 128, 23), ("physnet", 72, 24)]
+)
+def test_other_students_train(wd, student, size, out_len):
+    # rpm-distill with a meta step at step 0: student, teacher and label are cropped to T - 1 = 23 in the
+    # distillation, meta and validation paths although PhysNet outputs T = 24 samples.
+    run_train(wd, "--name", f"s-{student}", "--student", student)
+    steps = records(wd, f"s-{student}")
+    assert len(steps) == 2 and all(math.isfinite(r["loss"]) and r["distill"] > 0 for r in steps)
+    assert "meta_loss" in steps[0]
+    model, cfg, _ = trainer.load_model(wd.runs / f"s-{student}" / "student.pt")
+    assert (cfg.student, cfg.student_size) == (student, size)
+    assert type(model).__name__ == {"factorizephys-big": "FactorizePhysBig", "physnet": "PhysNet"}[student]
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, cfg.frames, size, size)).shape == (1, out_len)
+
+
+def test_student_config_and_old_checkpoints(tmp_path):
+    assert resolve_config({}).student == "factorizephys"
+    cfg = resolve_config({"student": "factorizephys-big"})
+    assert cfg.student_size == 128
+    with pytest.raises(TrainError, match="128x128"):
+        resolve_config({"student": "factorizephys-big", "student_size": 72})
+    with pytest.raises(TrainError, match="divisible by 4"):
+        resolve_config({"student": "physnet", "frames": 30})
+    with pytest.raises(TrainError, match="unknown student"):
+        resolve_config({"student": "physformer"})
+    # A checkpoint saved before the ``student`` field existed loads as the default FactorizePhys.
+    old = resolve_config({"preset": "cpu", "frames": 8})
+    path = tmp_path / "old.pt"
+    trainer.save_checkpoint(path, "student", build_student(old), old)
+    ckpt = torch.load(path, weights_only=False)
+    del ckpt["config"]["student"]
+    torch.save(ckpt, path)
+    model, cfg, _ = trainer.load_model(path)
+    assert cfg.student == "factorizephys" and type(model).__name__ == "FactorizePhys"
+    trainer._check_resume_config(ckpt["config"], cfg, path)  # the missing key resumes as its default
+
+
 def test_teacher_cache_reused_and_keyed(wd):
     out = run_train(wd, "--name", "cache-a", "--no-policy")
     out = run_train(wd, "--name", "cache-b", "--no-policy")
@@ -345,3 +384,15 @@ def test_sync_shift_reaches_the_student_but_not_the_teacher(tmp_path):
         app, ["train", "--config", str(wd.root / "tiny.toml"), "--workdir", str(wd.root), "--name", "bad"]
     )
     assert result.exit_code != 0 and "rerun `rpm split --frames 24" in result.output
+
+
+def test_teacher_width_follows_the_radar_and_survives_reload(tmp_path):
+    """PhysDrive radar has 8 bins (16 I/Q channels), EquiPleth 5 (10): the teacher input follows the data."""
+    from train.trainer import build_teacher, load_model, save_checkpoint
+
+    cfg = TrainConfig(teacher_widths=(8, 16))
+    teacher = build_teacher(cfg, rf_channels=16)
+    save_checkpoint(tmp_path / "teacher.pt", "teacher", teacher, cfg)
+    loaded, _, _ = load_model(tmp_path / "teacher.pt")
+    assert loaded.in_channels == 16
+    assert loaded(torch.zeros(2, 16, 32)).shape == (2, 32)

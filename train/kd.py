@@ -9,8 +9,9 @@ label-optional objective stays the same (labelled clips: L_sup + lambda * L_kd; 
   z-scored signals (scale- and offset-free, like the labels).
 * ``fitnets`` (Romero et al., FitNets: hints for thin deep nets): an intermediate student feature (the
   guided layer) is mapped by a learned convolutional regressor onto an intermediate teacher feature (the
-  hint layer) and matched with an L2 loss. Guided layer: the FactorizePhys head output, averaged over
-  space, (B, 16, T - 1). Hint layer: the RF teacher's third decoder block (reference d.8), (B, C, T).
+  hint layer) and matched with an L2 loss. Guided layer (the student's ``guided_layer()``): the
+  FactorizePhys head output, averaged over space, (B, 16, T - 1), or PhysNet's decoder output, (B, 64, T).
+  Hint layer: the RF teacher's third decoder block (reference d.8), (B, C, T).
 * ``dml`` (Zhang et al., deep mutual learning): two peers train together, each on its own supervised
   loss plus a mimicry loss towards the other's (detached) prediction. Here the peers are the video
   student and an RF network initialised from the trained teacher; mimicry is the output-kd loss.

@@ -1,11 +1,14 @@
 """Networks used by RPM-Distill: the video student, the radar teacher and the spectral policy.
 
-Written from the descriptions in ``shared/docs/reference.md`` (sections d.1, d.3, d.4, d.8 and a.6);
+Written from the descriptions in ``shared/docs/reference.md`` (sections d.1 to d.4, d.7, d.8 and a.6);
 no code was taken from the reference repositories.
 
-* :class:`FactorizePhys` -- the student. The standard 72x72 FactorizePhys feature extractor and head, the
-  rank-1 NMF attention module (FSAM) with residual fusion, and RPM-Distill's spatial average at the end.
-  RPM-Distill's extra heart-rate head is left out because its output is never used.
+* :class:`FactorizePhys` -- the default student. The standard 72x72 FactorizePhys feature extractor and
+  head, the rank-1 NMF attention module (FSAM) with residual fusion, and RPM-Distill's spatial average at
+  the end. RPM-Distill's extra heart-rate head is left out because its output is never used.
+* :class:`FactorizePhysBig` -- the 128x128 FactorizePhys (FSAM before the head), sharing the blocks, FSAM
+  and forward of :class:`FactorizePhys`; it refuses any other input size.
+* :class:`PhysNet` -- the PhysNet encoder-decoder baseline student (BatchNorm, output (B, T)).
 * :class:`RFTeacher` -- RPM-Distill's 1-D convolutional encoder-decoder for radar I/Q input.
 * :func:`rotate_iq` -- rotates radar I/Q channel pairs by a random phase, used to augment teacher inputs.
 * :class:`SpectralPolicy` -- the policy that maps the student/teacher log-PSD relation map to a gate g and
@@ -22,9 +25,12 @@ from torch import Tensor, nn
 
 __all__ = [
     "FactorizePhys",
+    "FactorizePhysBig",
+    "PhysNet",
     "RFTeacher",
     "SpectralPolicy",
     "count_parameters",
+    "diff_normalized_frames",
     "factorizephys_spatial_sizes",
     "rotate_iq",
 ]
@@ -36,42 +42,126 @@ def count_parameters(model: nn.Module) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# FactorizePhys student
+# FactorizePhys students
 # ---------------------------------------------------------------------------------------------------------
 
+# One convolution of a FactorizePhys network: (out channels, stride, padding, kernel); None = Dropout3d.
+# Input channels follow from the previous convolution. Spatial padding is 0 everywhere except where noted.
+_ConvSpec = tuple[int, tuple[int, int, int], tuple[int, int, int], tuple[int, int, int]]
+_S1, _S2 = (1, 1, 1), (1, 2, 2)
+_P1, _P0 = (1, 1, 1), (1, 0, 0)
+_K3, _K344 = (3, 3, 3), (3, 4, 4)
 
-def _conv_out(size: int, stride: int) -> int:
-    """Output length of a kernel-3, unpadded convolution with ``stride`` (0 if the input is too short)."""
-    if size < 3:
+
+def _conv_out(size: int, stride: int, kernel: int = 3, pad: int = 0) -> int:
+    """Output length of a convolution (0 if the input is too short)."""
+    size += 2 * pad
+    if size < kernel:
         return 0
-    return (size - 3) // stride + 1
+    return (size - kernel) // stride + 1
 
 
-def factorizephys_spatial_sizes(input_size: int) -> list[int]:
-    """Spatial side length after each of the 12 convolutions of :class:`FactorizePhys`.
-
-    The first convolution keeps the size (padding 1); convolutions 2 and 5 have stride 2 and no spatial
-    padding; all others have stride 1 and no spatial padding. For 72 this gives
-    ``[72, 35, 33, 31, 15, 13, 11, 9, 7, 5, 3, 1]``. A value of 0 means the input is too small.
-    """
-    sizes = [input_size]
-    strides = [2, 1, 1, 2, 1, 1, 1, 1, 1, 1, 1]
-    for s in strides:
-        sizes.append(_conv_out(sizes[-1], s))
+def _spec_sizes(input_size: int, specs: list[_ConvSpec | None]) -> list[int]:
+    """Spatial side length after each convolution of ``specs`` (dropouts skipped)."""
+    sizes, size = [], input_size
+    for spec in specs:
+        if spec is None:
+            continue
+        _, stride, pad, kernel = spec
+        size = _conv_out(size, stride[1], kernel[1], pad[1])
+        sizes.append(size)
     return sizes
 
 
-class _ConvBlock3D(nn.Module):
-    """Conv3d (kernel 3, no bias) -> Tanh -> InstanceNorm3d (affine False, no running stats, no buffers)."""
+_NF = (8, 12, 16)
 
-    def __init__(self, in_ch: int, out_ch: int, stride: tuple[int, int, int], padding: tuple[int, int, int]):
+# Standard 72x72 FactorizePhys (reference d.1): first conv keeps the size, convs 2 and 5 have stride 2.
+_STANDARD_SPECS: dict[str, list[_ConvSpec | None]] = {
+    "feature_extractor": [
+        (_NF[0], _S1, _P1, _K3),
+        (_NF[1], _S2, _P0, _K3),
+        (_NF[1], _S1, _P0, _K3),
+        None,
+        (_NF[1], _S1, _P0, _K3),
+        (_NF[2], _S2, _P0, _K3),
+        (_NF[2], _S1, _P0, _K3),
+        None,
+    ],
+    "head": [(_NF[2], _S1, _P0, _K3), (_NF[2], _S1, _P0, _K3), (_NF[2], _S1, _P0, _K3), None],
+    "final_layer": [(_NF[1], _S1, _P0, _K3), (_NF[0], _S1, _P0, _K3), (1, _S1, _P0, _K3)],
+}
+
+# FactorizePhysBig, 128x128 (reference d.2): no spatial padding on conv 1, stride 2 on convs 2 and 4, the
+# head's first conv with stride 2 and the first final_layer kernel [3, 4, 4].
+_BIG_SPECS: dict[str, list[_ConvSpec | None]] = {
+    "feature_extractor": [
+        (_NF[0], _S1, _P0, _K3),
+        (_NF[1], _S2, _P0, _K3),
+        (_NF[1], _S1, _P0, _K3),
+        None,
+        (_NF[1], _S2, _P0, _K3),
+        (_NF[2], _S1, _P0, _K3),
+        (_NF[2], _S1, _P0, _K3),
+        None,
+    ],
+    "head": [(_NF[2], _S2, _P0, _K3), (_NF[2], _S1, _P0, _K3), (_NF[2], _S1, _P0, _K3), None],
+    "final_layer": [(_NF[1], _S1, _P0, _K344), (_NF[0], _S1, _P0, _K3), (1, _S1, _P0, _K3)],
+}
+
+
+def _all_specs(specs: dict[str, list[_ConvSpec | None]]) -> list[_ConvSpec | None]:
+    return specs["feature_extractor"] + specs["head"] + specs["final_layer"]
+
+
+def factorizephys_spatial_sizes(input_size: int, big: bool = False) -> list[int]:
+    """Spatial side length after each of the 12 convolutions of :class:`FactorizePhys` (or, with ``big``,
+    :class:`FactorizePhysBig`). A value of 0 means the input is too small.
+
+    Standard: the first convolution keeps the size (padding 1); convolutions 2 and 5 have stride 2; all
+    others have stride 1 and no spatial padding. For 72 this gives
+    ``[72, 35, 33, 31, 15, 13, 11, 9, 7, 5, 3, 1]``. Big at 128:
+    ``[126, 62, 60, 29, 27, 25, 12, 10, 8, 5, 3, 1]``.
+    """
+    return _spec_sizes(input_size, _all_specs(_BIG_SPECS if big else _STANDARD_SPECS))
+
+
+class _ConvBlock3D(nn.Module):
+    """Conv3d (no bias) -> Tanh -> InstanceNorm3d (affine False, no running stats, no buffers)."""
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        stride: tuple[int, int, int],
+        padding: tuple[int, int, int],
+        kernel: tuple[int, int, int] = _K3,
+    ):
         super().__init__()
-        self.conv = nn.Conv3d(in_ch, out_ch, kernel_size=3, stride=stride, padding=padding, bias=False)
+        self.conv = nn.Conv3d(in_ch, out_ch, kernel_size=kernel, stride=stride, padding=padding, bias=False)
         self.norm = nn.InstanceNorm3d(out_ch, affine=False, track_running_stats=False)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, in_ch, T, H, W) -> (B, out_ch, T, H', W')."""
         return self.norm(torch.tanh(self.conv(x)))
+
+
+def _build_stage(in_ch: int, specs: list[_ConvSpec | None], dropout: float, bare_last: bool = False):
+    """nn.Sequential of ConvBlock3D / Dropout3d from ``specs``; ``bare_last``: the last conv is a plain
+    Conv3d (no bias, activation or norm). Returns (stage, output channels)."""
+    layers: list[nn.Module] = []
+    for i, spec in enumerate(specs):
+        if spec is None:
+            layers.append(nn.Dropout3d(dropout))
+            continue
+        out_ch, stride, pad, kernel = spec
+        if bare_last and i == len(specs) - 1:
+            layers.append(
+                nn.Conv3d(in_ch, out_ch, kernel_size=kernel, stride=stride, padding=pad, bias=False)
+            )
+        else:
+            layers.append(_ConvBlock3D(in_ch, out_ch, stride, pad, kernel))
+        in_ch = out_ch
+    return nn.Sequential(*layers), in_ch
 
 
 def _nmf_rank1_tkab(x: Tensor, steps: int, eps: float = 1e-6) -> Tensor:
@@ -144,7 +234,110 @@ def _per_sample_min(x: Tensor) -> Tensor:
     return x.flatten(1).amin(dim=1).reshape((-1,) + (1,) * (x.dim() - 1))
 
 
-class FactorizePhys(nn.Module):
+class _FactorizePhysBase(nn.Module):
+    """Shared body of the FactorizePhys students: input differencing and normalisation, the three stages
+    built from a spec table, FSAM with residual fusion, the spatial mean at the end and the input checks.
+
+    Subclasses set ``_SPECS`` (the convolution table) and ``_FSAM_BEFORE_HEAD`` (where FSAM runs), and may
+    restrict the input size in :meth:`_check_input_size`.
+    """
+
+    _SPECS: dict[str, list[_ConvSpec | None]] = _STANDARD_SPECS
+    _FSAM_BEFORE_HEAD = False
+
+    def __init__(
+        self,
+        frames: int,
+        in_channels: int,
+        input_size: int,
+        fsam: bool,
+        fsam_at_inference: bool,
+        md_steps: int,
+        dropout: float,
+    ):
+        super().__init__()
+        name = type(self).__name__
+        if frames < 2:
+            raise ValueError(f"{name} needs at least 2 input frames, got frames={frames}")
+        self._check_input_size(input_size)
+        self.frames = frames
+        self.in_channels = in_channels
+        self.input_size = input_size
+        self.use_fsam = fsam
+        self.fsam_at_inference = fsam_at_inference
+        self.output_spatial_size = _spec_sizes(input_size, _all_specs(self._SPECS))[-1]
+
+        self.input_norm = nn.InstanceNorm3d(in_channels, affine=False, track_running_stats=False)
+        self.feature_extractor, ch = _build_stage(in_channels, self._SPECS["feature_extractor"], dropout)
+        self.head, ch = _build_stage(ch, self._SPECS["head"], dropout)
+        if fsam:
+            self.fsam = _FSAM(ch, ch // 2, md_steps)
+            self.fsam_norm = nn.InstanceNorm3d(ch, affine=False, track_running_stats=False)
+            self.bias1 = nn.Parameter(torch.tensor(1.0))
+        else:
+            self.fsam = None
+            self.fsam_norm = None
+            self.register_parameter("bias1", None)
+        self.final_layer, _ = _build_stage(ch, self._SPECS["final_layer"], dropout, bare_last=True)
+        self.last_appx_error: Tensor | None = None
+
+    def _check_input_size(self, input_size: int) -> None:
+        sizes = _spec_sizes(input_size, _all_specs(self._SPECS))
+        if min(sizes) < 1:
+            raise ValueError(
+                f"input_size={input_size} is too small for {type(self).__name__}: the spatial sizes would "
+                f"be {sizes}; the final map must be at least 1x1 (input_size >= 71)"
+            )
+
+    def guided_layer(self) -> tuple[nn.Module, int]:
+        """(module, channels) whose output is the FitNets guided feature: the head, (B, 16, T - 1, h, w)."""
+        return self.head, _NF[2]
+
+    def _check_input(self, x: Tensor) -> None:
+        name = type(self).__name__
+        if x.dim() != 5:
+            raise ValueError(
+                f"{name} expected (B, C, T, H, W) = (B, {self.in_channels}, {self.frames}, "
+                f"{self.input_size}, {self.input_size}), got a {x.dim()}-D tensor of shape {tuple(x.shape)}"
+            )
+        _, c, t, h, w = x.shape
+        expected = (self.in_channels, self.frames, self.input_size, self.input_size)
+        if (c, t, h, w) != expected:
+            raise ValueError(
+                f"{name} input mismatch: expected (C, T, H, W) = "
+                f"{expected}, got {(c, t, h, w)}. The model was built for frames={self.frames}, "
+                f"in_channels={self.in_channels}, input_size={self.input_size}; resize/crop the input or "
+                "build a model for this shape (inputs are never reshaped silently)."
+            )
+
+    def _attend(self, v: Tensor) -> Tensor:
+        """FSAM with residual fusion: v + InstanceNorm((v - min v + b) * (A - min A + b)), per sample.
+
+        Identity when the model has no FSAM, or in eval mode without ``fsam_at_inference``.
+        """
+        if self.fsam is None or not (self.training or self.fsam_at_inference):
+            return v
+        v_shift = v - _per_sample_min(v)
+        att, self.last_appx_error = self.fsam(v_shift)
+        fused = (v_shift + self.bias1) * (att - _per_sample_min(att) + self.bias1)
+        return v + self.fsam_norm(fused)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, T, H, W) raw frames in [0, 1] -> (B, T - 1) rPPG signal."""
+        self._check_input(x)
+        x = torch.diff(x, dim=2)  # (B, C, T-1, H, W)
+        x = self.input_norm(x)
+        v = self.feature_extractor(x)  # (B, 16, T-1, s, s) voxel embeddings
+        if self._FSAM_BEFORE_HEAD:
+            v = self._attend(v)
+        v = self.head(v)  # (B, 16, T-1, h, w)
+        if not self._FSAM_BEFORE_HEAD:
+            v = self._attend(v)
+        out = self.final_layer(v)  # (B, 1, T-1, h', w')
+        return out.mean(dim=(3, 4)).squeeze(1)
+
+
+class FactorizePhys(_FactorizePhysBase):
     """FactorizePhys video student with FSAM, as used by RPM-Distill (without its unused HR head).
 
     Args:
@@ -157,11 +350,10 @@ class FactorizePhys(nn.Module):
         dropout: Dropout3d probability.
 
     Input: raw frames (B, C, T, H, W), float in [0, 1]. Inside forward the frames are differenced along T
-    (T -> T - 1) and instance-normalised per sample and channel. Output: (B, T - 1), the rPPG signal
-    (the final (B, 1, T - 1, h, w) map averaged over h and w; h = w = 1 at 72x72).
+    (T -> T - 1) and instance-normalised per sample and channel. FSAM runs on the head output. Output:
+    (B, T - 1), the rPPG signal (the final (B, 1, T - 1, h, w) map averaged over h and w; h = w = 1 at
+    72x72). 52,169 parameters with FSAM and bias1, 51,840 without.
     """
-
-    _NF = (8, 12, 16)
 
     def __init__(
         self,
@@ -173,89 +365,155 @@ class FactorizePhys(nn.Module):
         md_steps: int = 4,
         dropout: float = 0.1,
     ):
-        super().__init__()
-        if frames < 2:
-            raise ValueError(f"FactorizePhys needs at least 2 input frames, got frames={frames}")
-        sizes = factorizephys_spatial_sizes(input_size)
-        if min(sizes) < 1:
+        super().__init__(frames, in_channels, input_size, fsam, fsam_at_inference, md_steps, dropout)
+
+
+class FactorizePhysBig(_FactorizePhysBase):
+    """FactorizePhysBig, the 128x128 FactorizePhys (reference d.2), with the same FSAM and options.
+
+    Differences from :class:`FactorizePhys`: the first convolution has no spatial padding and the 4th has
+    stride (1, 2, 2) (spatial sizes 126, 62, 60, 29, 27, 25); FSAM runs on the 25x25 extractor output,
+    before the head; the head's first convolution has stride (1, 2, 2) (12, 10, 8); the first final_layer
+    kernel is [3, 4, 4] (5, 3, 1). Built for 128x128 only: any other ``input_size`` or input size is
+    refused (reference f.1 #1). Input (B, C, T, 128, 128) raw frames in [0, 1] -> (B, T - 1).
+    56,201 parameters with FSAM and bias1, 55,872 without.
+    """
+
+    _SPECS = _BIG_SPECS
+    _FSAM_BEFORE_HEAD = True
+    INPUT_SIZE = 128
+
+    def __init__(
+        self,
+        frames: int,
+        in_channels: int = 3,
+        input_size: int = 128,
+        fsam: bool = True,
+        fsam_at_inference: bool = True,
+        md_steps: int = 4,
+        dropout: float = 0.1,
+    ):
+        super().__init__(frames, in_channels, input_size, fsam, fsam_at_inference, md_steps, dropout)
+
+    def _check_input_size(self, input_size: int) -> None:
+        if input_size != self.INPUT_SIZE:
             raise ValueError(
-                f"input_size={input_size} is too small for FactorizePhys: the spatial sizes would be "
-                f"{sizes}; the final map must be at least 1x1 (input_size >= 71)"
+                f"FactorizePhysBig is built for 128x128 input only, got input_size={input_size}; use "
+                "FactorizePhys for other sizes (or resize the frames to 128)"
+            )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# PhysNet student
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _bn_block(in_ch: int, out_ch: int, kernel, padding) -> nn.Sequential:
+    """Conv3d (with bias) -> BatchNorm3d -> ReLU."""
+    return nn.Sequential(
+        nn.Conv3d(in_ch, out_ch, kernel, stride=1, padding=padding),
+        nn.BatchNorm3d(out_ch),
+        nn.ReLU(inplace=True),
+    )
+
+
+def _temporal_upsample(ch: int) -> nn.Sequential:
+    """ConvTranspose3d k[4, 1, 1] s[2, 1, 1] p[1, 0, 0] (doubles T) -> BatchNorm3d -> ELU."""
+    return nn.Sequential(
+        nn.ConvTranspose3d(ch, ch, (4, 1, 1), stride=(2, 1, 1), padding=(1, 0, 0)),
+        nn.BatchNorm3d(ch),
+        nn.ELU(inplace=True),
+    )
+
+
+def diff_normalized_frames(x: Tensor, eps: float = 1e-7) -> Tensor:
+    """rPPG-Toolbox-style DiffNormalized frames, per sample: (f[t+1] - f[t]) / (f[t+1] + f[t] + eps),
+    divided by the sample's std (over C, T, H, W), with a zero frame appended so T is kept.
+
+    (B, C, T, H, W) -> (B, C, T, H, W). The toolbox divides by the whole video's std; here the clip is the
+    unit, so a window's input does not depend on the rest of its recording.
+    """
+    d = torch.diff(x, dim=2) / (x[:, :, 1:] + x[:, :, :-1] + eps)
+    std = d.flatten(1).std(dim=1, correction=0).clamp_min(eps)
+    d = d / std.reshape(-1, 1, 1, 1, 1)
+    return torch.cat([d, torch.zeros_like(d[:, :, :1])], dim=2)
+
+
+class PhysNet(nn.Module):
+    """PhysNet (rPPG-Toolbox's PhysNet_padding_Encoder_Decoder_MAX semantics, reference d.7).
+
+    Every block is Conv3d (bias) -> BatchNorm3d -> ReLU: block 1 3 -> 16 with kernel [1, 5, 5]; spatial
+    max-pool; blocks 2-3 (16 -> 32 -> 64, k3); spatio-temporal max-pool (2, 2, 2); blocks 4-5; max-pool
+    (2, 2, 2); blocks 6-7; spatial max-pool; blocks 8-9 (64 channels, k3, padding 1); two temporal
+    upsamplings (ConvTranspose3d + BatchNorm3d + ELU) back from T/4 to T; adaptive average pooling to
+    (T, 1, 1); Conv3d 64 -> 1 (k1). 768,577 parameters; it has BatchNorm buffers.
+
+    Args:
+        frames: input frames T, divisible by 4 (the output has T samples).
+        in_channels: input channels C.
+        input_size: spatial side H = W the network is built for (at least 16); any other size is refused.
+        diff_normalize: turn the raw frames into DiffNormalized frames inside forward (see
+            :func:`diff_normalized_frames`), the input the toolbox trains PhysNet on; False feeds the
+            frames as they are.
+
+    Input: raw frames (B, C, T, H, W), float in [0, 1]. Output: (B, T). The FactorizePhys students give
+    T - 1 samples; the trainer crops every student output to T - 1.
+    """
+
+    def __init__(self, frames: int, in_channels: int = 3, input_size: int = 72, diff_normalize: bool = True):
+        super().__init__()
+        if frames < 4 or frames % 4 != 0:
+            raise ValueError(
+                f"PhysNet needs frames divisible by 4 (T/4 after two pools), got frames={frames}"
+            )
+        if input_size < 16:
+            raise ValueError(
+                f"input_size={input_size} is too small for PhysNet: four 2x spatial poolings need >= 16"
             )
         self.frames = frames
         self.in_channels = in_channels
         self.input_size = input_size
-        self.use_fsam = fsam
-        self.fsam_at_inference = fsam_at_inference
-        self.output_spatial_size = sizes[-1]
+        self.diff_normalize = diff_normalize
+        self.encoder = nn.Sequential(
+            _bn_block(in_channels, 16, (1, 5, 5), (0, 2, 2)),
+            nn.MaxPool3d((1, 2, 2), stride=(1, 2, 2)),
+            _bn_block(16, 32, 3, 1),
+            _bn_block(32, 64, 3, 1),
+            nn.MaxPool3d((2, 2, 2), stride=2),
+            _bn_block(64, 64, 3, 1),
+            _bn_block(64, 64, 3, 1),
+            nn.MaxPool3d((2, 2, 2), stride=2),
+            _bn_block(64, 64, 3, 1),
+            _bn_block(64, 64, 3, 1),
+            nn.MaxPool3d((1, 2, 2), stride=(1, 2, 2)),
+            _bn_block(64, 64, 3, 1),
+            _bn_block(64, 64, 3, 1),
+        )
+        self.decoder = nn.Sequential(_temporal_upsample(64), _temporal_upsample(64))
+        self.pool = nn.AdaptiveAvgPool3d((frames, 1, 1))
+        self.out_conv = nn.Conv3d(64, 1, kernel_size=1)
 
-        nf = self._NF
-        p1 = (1, 1, 1)
-        p0 = (1, 0, 0)
-        s1 = (1, 1, 1)
-        s2 = (1, 2, 2)
-        self.input_norm = nn.InstanceNorm3d(in_channels, affine=False, track_running_stats=False)
-        self.feature_extractor = nn.Sequential(
-            _ConvBlock3D(in_channels, nf[0], s1, p1),
-            _ConvBlock3D(nf[0], nf[1], s2, p0),
-            _ConvBlock3D(nf[1], nf[1], s1, p0),
-            nn.Dropout3d(dropout),
-            _ConvBlock3D(nf[1], nf[1], s1, p0),
-            _ConvBlock3D(nf[1], nf[2], s2, p0),
-            _ConvBlock3D(nf[2], nf[2], s1, p0),
-            nn.Dropout3d(dropout),
-        )
-        self.head = nn.Sequential(
-            _ConvBlock3D(nf[2], nf[2], s1, p0),
-            _ConvBlock3D(nf[2], nf[2], s1, p0),
-            _ConvBlock3D(nf[2], nf[2], s1, p0),
-            nn.Dropout3d(dropout),
-        )
-        if fsam:
-            self.fsam = _FSAM(nf[2], nf[2] // 2, md_steps)
-            self.fsam_norm = nn.InstanceNorm3d(nf[2], affine=False, track_running_stats=False)
-            self.bias1 = nn.Parameter(torch.tensor(1.0))
-        else:
-            self.fsam = None
-            self.fsam_norm = None
-            self.register_parameter("bias1", None)
-        self.final_layer = nn.Sequential(
-            _ConvBlock3D(nf[2], nf[1], s1, p0),
-            _ConvBlock3D(nf[1], nf[0], s1, p0),
-            nn.Conv3d(nf[0], 1, kernel_size=3, stride=1, padding=p0, bias=False),
-        )
-        self.last_appx_error: Tensor | None = None
+    def guided_layer(self) -> tuple[nn.Module, int]:
+        """(module, channels) whose output is the FitNets guided feature: the decoder, (B, 64, T, h, w)."""
+        return self.decoder, 64
 
     def _check_input(self, x: Tensor) -> None:
-        if x.dim() != 5:
-            raise ValueError(
-                f"FactorizePhys expected (B, C, T, H, W) = (B, {self.in_channels}, {self.frames}, "
-                f"{self.input_size}, {self.input_size}), got a {x.dim()}-D tensor of shape {tuple(x.shape)}"
-            )
-        _, c, t, h, w = x.shape
         expected = (self.in_channels, self.frames, self.input_size, self.input_size)
-        if (c, t, h, w) != expected:
+        if x.dim() != 5 or tuple(x.shape[1:]) != expected:
             raise ValueError(
-                "FactorizePhys input mismatch: expected (C, T, H, W) = "
-                f"{expected}, got {(c, t, h, w)}. The model was built for frames={self.frames}, "
-                f"in_channels={self.in_channels}, input_size={self.input_size}; resize/crop the input or "
-                "build a model for this shape (inputs are never reshaped silently)."
+                f"PhysNet input mismatch: expected (B, C, T, H, W) with (C, T, H, W) = {expected}, got "
+                f"shape {tuple(x.shape)}. The model was built for frames={self.frames}, "
+                f"in_channels={self.in_channels}, input_size={self.input_size} (T divisible by 4); "
+                "inputs are never reshaped silently."
             )
 
     def forward(self, x: Tensor) -> Tensor:
-        """(B, C, T, H, W) raw frames in [0, 1] -> (B, T - 1) rPPG signal."""
+        """(B, C, T, H, W) raw frames in [0, 1] -> (B, T) rPPG signal."""
         self._check_input(x)
-        x = torch.diff(x, dim=2)  # (B, C, T-1, H, W)
-        x = self.input_norm(x)
-        v = self.feature_extractor(x)  # (B, 16, T-1, s, s) voxel embeddings
-        v = self.head(v)  # (B, 16, T-1, h, w)
-        if self.fsam is not None and (self.training or self.fsam_at_inference):
-            v_shift = v - _per_sample_min(v)
-            att, self.last_appx_error = self.fsam(v_shift)
-            fused = (v_shift + self.bias1) * (att - _per_sample_min(att) + self.bias1)
-            v = v + self.fsam_norm(fused)
-        out = self.final_layer(v)  # (B, 1, T-1, h', w')
-        return out.mean(dim=(3, 4)).squeeze(1)
+        if self.diff_normalize:
+            x = diff_normalized_frames(x)
+        v = self.decoder(self.encoder(x))  # (B, 64, T, h, w)
+        return self.out_conv(self.pool(v)).reshape(x.shape[0], self.frames)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -112,7 +112,7 @@ def run_student(model, cfg, crops: np.ndarray, starts: list[int], device, batch_
         lo, hi = group[0], group[-1] + cfg.frames
         span = video_to_input(torch.from_numpy(crops[lo:hi])[None], cfg.student_size, device)[0]
         x = torch.stack([span[:, s - lo : s - lo + cfg.frames] for s in group])
-        out.append(model(x).float().cpu().numpy())
+        out.append(model(x)[:, : cfg.frames - 1].float().cpu().numpy())  # PhysNet gives T samples
     return np.concatenate(out)
 
 

@@ -236,7 +236,7 @@ def predict_windows(kind: str, model, cfg, ds, device) -> np.ndarray:
         if kind == "teacher":
             wave = model(batch["rf"].to(device))[:, : cfg.frames - 1]
         else:
-            wave = model(video_to_input(batch["video"], cfg.student_size, device))
+            wave = model(video_to_input(batch["video"], cfg.student_size, device))[:, : cfg.frames - 1]
         out.append(wave.float().cpu().numpy())
     return np.concatenate(out)
 

@@ -11,7 +11,9 @@ Reads top to bottom:
 4. the RF teacher, trained on the labelled training subjects only (random I/Q rotation as augmentation),
    cached under ``runs/_teachers/<key>/`` and reused when dataset, split, labelled subjects, seed and
    teacher settings match;
-5. the student (FactorizePhys) with the label-optional objective (Eq. 1)
+5. the student (``student``: FactorizePhys by default, FactorizePhysBig at 128x128 or PhysNet; every
+   student output is cropped to T - 1 samples, the FactorizePhys length) with the label-optional
+   objective (Eq. 1)
        L = 1[labelled] * L_sup + lambda * g * sum_k alpha_k L_k
    where (g, alpha) come from the spectral policy network, meta-learned every ``meta_interval``
    steps with a one-step virtual update evaluated on the labelled validation split (bilevel, see
@@ -62,7 +64,7 @@ from pipeline.split import file_sha256, sorted_subjects
 from train import kd
 from train.data import WindowDataset, video_to_input
 from train.losses import distill_components, relation_map, spectral_features, supervised_loss
-from train.models import FactorizePhys, RFTeacher, SpectralPolicy, rotate_iq
+from train.models import FactorizePhys, FactorizePhysBig, PhysNet, RFTeacher, SpectralPolicy, rotate_iq
 
 
 class TrainError(RuntimeError):
@@ -71,6 +73,7 @@ class TrainError(RuntimeError):
 
 MODES = ("distill", "sup_only", "distill_only")
 METHODS = ("supervised", "rpm-distill", "output-kd", "fitnets", "dml")
+STUDENTS = ("factorizephys", "factorizephys-big", "physnet")
 COMPONENTS = ("peak", "background", "morphology")
 
 
@@ -93,8 +96,10 @@ class TrainConfig:
     teacher_lr: float = 1e-4
     teacher_weight_decay: float = 1e-2
     teacher_cache: bool = True  # reuse runs/_teachers/<key>/teacher.pt when the key matches
-    # student (FactorizePhys, release variant: FSAM on at inference, spatial-mean head)
-    student_size: int = 72
+    # student: factorizephys (release variant: FSAM on at inference, spatial-mean head) | factorizephys-big
+    # (128x128 only) | physnet (frames divisible by 4; fsam does not apply)
+    student: str = "factorizephys"
+    student_size: int = 72  # 128 when student = factorizephys-big and no size is given
     fsam: bool = True
     epochs: int = 5
     batch_size: int = 4
@@ -120,17 +125,18 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None
     num_workers: int = 0
     resume: bool = False  # continue runs/<name>/ from its last epoch checkpoints
+    force: bool = False  # with resume: accept checkpoints saved under a different config (a warning only)
     extra: dict = field(default_factory=dict)
 
 
 PRESETS = {
     # Sized for a 2-core CPU (one FactorizePhys step at B 4, T 128, 72 px takes about 2.5 s there):
-    # the demo trains teacher, student and baseline in about 7 minutes.
+    # the demo trains teacher, student and baseline in about 8 minutes.
     "cpu": dict(
         frames=128,
         stride=32,
         teacher_widths=(16, 32, 64, 128),
-        teacher_epochs=40,
+        teacher_epochs=30,
         teacher_lr=2e-3,
         epochs=3,
         batch_size=4,
@@ -157,7 +163,7 @@ PRESETS = {
 }
 
 # Fields that may change when a run is resumed (everything else must match the checkpoint).
-RESUME_MUTABLE = {"epochs", "resume", "device", "num_workers", "baseline", "teacher_cache"}
+RESUME_MUTABLE = {"epochs", "resume", "force", "device", "num_workers", "baseline", "teacher_cache"}
 
 
 def _field_types() -> dict[str, typing.Any]:
@@ -219,7 +225,7 @@ def saved_run_config(workdir: Workdir, run_name: str) -> dict:
     if not path.is_file():
         raise TrainError(f"{path}: nothing to resume (no such run)")
     saved = json.loads(path.read_text())
-    known = {f.name for f in fields(TrainConfig)}
+    known = {f.name for f in fields(TrainConfig)} - {"force"}  # --force applies to one invocation only
     return {k: _coerce(k, v) for k, v in saved.items() if k in known}
 
 
@@ -245,7 +251,10 @@ def resolve_config(
             preset = "paper" if torch.cuda.is_available() else "cpu"
         if preset not in PRESETS:
             raise TrainError(f"unknown preset {preset!r}; choose auto, cpu or paper")
-        cfg = TrainConfig(**{**PRESETS[preset], **from_file, **overrides, "preset": preset})
+        given = {**from_file, **overrides}
+        if given.get("student") == "factorizephys-big" and "student_size" not in given:
+            given["student_size"] = FactorizePhysBig.INPUT_SIZE
+        cfg = TrainConfig(**{**PRESETS[preset], **given, "preset": preset})
     if not 0.0 < cfg.labeled_frac <= 1.0:
         raise TrainError(f"--labeled-frac must be in (0, 1], got {cfg.labeled_frac}")
     if cfg.mode not in MODES:
@@ -256,6 +265,14 @@ def resolve_config(
         raise TrainError("method 'supervised' has nothing to learn in mode 'distill_only'")
     if cfg.method == "rpm-distill" and not component_mask(cfg).any():
         raise TrainError("--no-peak, --no-background and --no-morphology together leave no distillation term")
+    if cfg.student not in STUDENTS:
+        raise TrainError(f"unknown student {cfg.student!r}; choose one of {STUDENTS}")
+    if cfg.student == "factorizephys-big" and cfg.student_size != FactorizePhysBig.INPUT_SIZE:
+        raise TrainError(
+            f"student factorizephys-big is built for 128x128 input only, got student_size={cfg.student_size}"
+        )
+    if cfg.student == "physnet" and cfg.frames % 4 != 0:
+        raise TrainError(f"student physnet needs frames divisible by 4, got frames={cfg.frames}")
     if cfg.select not in ("best", "last"):
         raise TrainError(f"select must be best or last, got {cfg.select!r}")
     for name in ("epochs", "batch_size", "meta_interval", "frames", "max_steps_per_epoch"):
@@ -457,14 +474,30 @@ def _forever(loader: DataLoader, sampler: DistributedSampler, first_epoch: int) 
 # ----------------------------------------------------------------------------------------------- models
 
 
-def build_student(cfg: TrainConfig) -> FactorizePhys:
-    return FactorizePhys(
+def build_student(cfg: TrainConfig) -> nn.Module:
+    """The ``cfg.student`` network for (B, 3, frames, student_size, student_size) input."""
+    if cfg.student == "physnet":
+        return PhysNet(frames=cfg.frames, in_channels=3, input_size=cfg.student_size)
+    cls = {"factorizephys": FactorizePhys, "factorizephys-big": FactorizePhysBig}.get(cfg.student)
+    if cls is None:
+        raise TrainError(f"unknown student {cfg.student!r}; choose one of {STUDENTS}")
+    return cls(
         frames=cfg.frames, in_channels=3, input_size=cfg.student_size, fsam=cfg.fsam, fsam_at_inference=True
     )
 
 
-def build_teacher(cfg: TrainConfig) -> RFTeacher:
-    return RFTeacher(in_channels=10, widths=tuple(cfg.teacher_widths))
+def student_length(cfg: TrainConfig) -> int:
+    """Samples kept of every student, teacher and peer waveform: T - 1, what FactorizePhys outputs.
+
+    PhysNet outputs T samples; cropping every student to T - 1 keeps the losses, the spectral features and
+    the evaluation identical across students (the label is cropped to the prediction by the losses).
+    """
+    return cfg.frames - 1
+
+
+def build_teacher(cfg: TrainConfig, rf_channels: int = 10) -> RFTeacher:
+    """The RF teacher for (B, rf_channels, T) radar windows: 2 x range bins (EquiPleth 10, PhysDrive 16)."""
+    return RFTeacher(in_channels=rf_channels, widths=tuple(cfg.teacher_widths))
 
 
 def _atomic_save(obj: dict, path: Path) -> None:
@@ -483,7 +516,10 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Modul
     known = {f.name for f in fields(TrainConfig)}
     saved = {k: v for k, v in ckpt["config"].items() if k in known}
     cfg = TrainConfig(**{**saved, "teacher_widths": tuple(saved["teacher_widths"])})
-    model = build_teacher(cfg) if ckpt["kind"] == "teacher" else build_student(cfg)
+    if ckpt["kind"] == "teacher":  # the input width follows the radar it was trained on
+        model = build_teacher(cfg, rf_channels=int(ckpt["model"]["encoder.0.weight"].shape[1]))
+    else:
+        model = build_student(cfg)
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), cfg, ckpt
 
@@ -513,6 +549,8 @@ def teacher_cache_key(cfg: TrainConfig, splits_sha256: str, labeled: list[str]) 
 def _link_or_copy(src: Path, dst: Path) -> None:
     tmp = dst.with_name(dst.name + ".partial")
     tmp.unlink(missing_ok=True)
+    if dst.exists() and os.path.samefile(src, dst):
+        return  # already linked (a resumed run); rename() onto the same file would leave tmp behind
     try:
         os.link(src, tmp)
     except OSError:
@@ -532,7 +570,14 @@ class RunLog:
         self.csv_path = out / "log.csv"
         self.records: list[dict] = []
         if enabled and not fresh and self.path.is_file():
-            self.records = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+            lines = [line for line in self.path.read_text().splitlines() if line.strip()]
+            for i, line in enumerate(lines):
+                try:
+                    self.records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    if i < len(lines) - 1:
+                        raise TrainError(f"{self.path}: line {i + 1} is not JSON") from None
+                    # the last line of a run killed mid-write: dropped (truncate() redoes its epoch anyway)
         self._rewrite()
 
     def _rewrite(self) -> None:
@@ -671,8 +716,9 @@ def meta_loss(
     """
     params = {k: p for k, p in student.named_parameters() if p.requires_grad}
     buffers = {k: b.detach().clone() for k, b in student.named_buffers()}
+    length = student_length(cfg)
     with autocast(x.device, amp):
-        pred = functional_call(student, (params, buffers), (x,))
+        pred = functional_call(student, (params, buffers), (x,))[:, :length]
     loss_tr, _ = objective(
         _full(pred), y, labeled, cfg, cfg.mode, "rpm-distill", teacher_wave, policy, policy_grad=True
     )
@@ -685,7 +731,7 @@ def meta_loss(
         with autocast(x.device, amp):
             val_pred = functional_call(
                 student, (fast, {k: b.detach().clone() for k, b in student.named_buffers()}), (val_x,)
-            )
+            )[:, :length]
     finally:
         student.train(was_training)
     return supervised_loss(_full(val_pred), val_y, fs=cfg.fs)
@@ -723,7 +769,7 @@ def train_teacher(
 ) -> tuple[nn.Module, list]:
     """Train the RF teacher on the labelled subjects; returns (best or last teacher, epoch records)."""
     seed_everything(cfg.seed)
-    teacher = build_teacher(cfg).to(device)
+    teacher = build_teacher(cfg, rf_channels=int(train_ds[0]["rf"].shape[0])).to(device)
     opt = torch.optim.Adam(teacher.parameters(), lr=cfg.teacher_lr, weight_decay=cfg.teacher_weight_decay)
     loader, sampler = _shuffled_loader(train_ds, cfg, cfg.seed, d, device)
     val_loader = _eval_loader(val_ds, cfg, d, device)
@@ -773,9 +819,9 @@ def _validate(model, loader, cfg: TrainConfig, device, d: DistInfo, amp: bool, r
     for b in loader:
         with autocast(device, amp):
             if radar:
-                pred = model(b["rf"].to(device, non_blocking=True))[:, : cfg.frames - 1]
+                pred = model(b["rf"].to(device, non_blocking=True))[:, : student_length(cfg)]
             else:
-                pred = model(video_to_input(b["video"], cfg.student_size, device))
+                pred = model(video_to_input(b["video"], cfg.student_size, device))[:, : student_length(cfg)]
         y = b["bvp"].to(device, non_blocking=True)
         total[0] += supervised_loss(_full(pred), y, fs=cfg.fs).double() * y.shape[0]
         total[1] += y.shape[0]
@@ -832,8 +878,8 @@ def build_student_state(cfg: TrainConfig, mode: str, method: str, teacher, devic
         st.meta = cfg.bilevel
     if distilling and method == "fitnets":
         hint_layer, hint_channels = kd.teacher_hint_layer(teacher)
-        guided_channels = [m for m in student.head.modules() if isinstance(m, nn.Conv3d)][-1].out_channels
-        st.teacher_tap, st.student_tap = kd.FeatureTap(hint_layer), kd.FeatureTap(student.head)
+        guided_layer, guided_channels = student.guided_layer()
+        st.teacher_tap, st.student_tap = kd.FeatureTap(hint_layer), kd.FeatureTap(guided_layer)
         st.aux = kd.HintRegressor(guided_channels, hint_channels).to(device)
         st.aux_opt = torch.optim.Adam(st.aux.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if distilling and method == "dml":
@@ -860,7 +906,7 @@ def train_step(
     x = video_to_input(batch["video"], cfg.student_size, device)
     y = batch["bvp"].to(device, non_blocking=True)
     labeled = batch["labeled"].to(device, non_blocking=True)
-    length = cfg.frames - 1
+    length = student_length(cfg)
     target = hint = None
     out: dict[str, float] = {}
     if mode != "sup_only" and method not in ("supervised", "dml"):
@@ -884,7 +930,7 @@ def train_step(
             sync=lambda ps: _sync_grads(ps, d),
         )
     with autocast(device, amp):
-        pred = st.student(x)
+        pred = st.student(x)[:, :length]
         if method == "dml" and st.aux is not None:
             peer_wave = st.aux(batch["rf"].to(device, non_blocking=True))[:, :length]
     pred = _full(pred)
@@ -941,7 +987,7 @@ def train_student(
     start_epoch, step, best = 0, 0, math.inf
     if cfg.resume and last_path.is_file():
         state = torch.load(last_path, map_location=device, weights_only=False)
-        _check_resume_config(state["config"], cfg, last_path)
+        _check_resume_config(state["config"], cfg, last_path, force=cfg.force)
         for name, module in st.modules().items():
             module.load_state_dict(state[name])
         for name, o in st.optimisers().items():
@@ -985,6 +1031,7 @@ def train_student(
             rows.append(values)
             bar.set_postfix(loss=f"{values['loss']:.3f}")
             step += 1
+        _sync_buffers(st.student, d)  # PhysNet's BatchNorm statistics (FactorizePhys has none)
         _sync_buffers(st.aux, d)  # the dml peer's BatchNorm statistics
         val_loss = _validate(st.student, val_loader, cfg, device, d, amp)
         means = pd.DataFrame(rows).mean(numeric_only=True).to_dict()
@@ -1043,13 +1090,22 @@ def train_student(
     return model
 
 
-def _check_resume_config(saved: dict, cfg: TrainConfig, path: Path) -> None:
+def _check_resume_config(saved: dict, cfg: TrainConfig, path: Path, force: bool = False) -> None:
+    """Refuse a checkpoint saved under another config (``force``: warn and go on)."""
     now = json.loads(json.dumps(asdict(cfg)))
-    then = json.loads(json.dumps(saved))
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not dataclasses.MISSING}
+    # A key missing from an older checkpoint had its default value (e.g. ``student``).
+    then = {**json.loads(json.dumps(defaults)), **json.loads(json.dumps(saved))}
     diff = sorted(k for k in now if k not in RESUME_MUTABLE and now.get(k) != then.get(k))
     if diff:
         detail = ", ".join(f"{k}: {then.get(k)!r} -> {now.get(k)!r}" for k in diff)
-        raise TrainError(f"{path}: cannot resume with a different config ({detail})")
+        if force:
+            print(f"warning: {path}: resuming with a different config because of --force ({detail})")
+            return
+        raise TrainError(
+            f"{path}: cannot resume with a different config ({detail}); "
+            "pass --force to resume anyway, or train a new run (--name)"
+        )
 
 
 # ----------------------------------------------------------------------------------------------- main
@@ -1121,7 +1177,7 @@ def _train(cfg: TrainConfig, workdir: Workdir, d: DistInfo) -> Path:
     key, key_payload = teacher_cache_key(cfg, file_sha256(workdir.splits_manifest), labeled)
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(
+        (out / "config.json.partial").write_text(  # written whole, then renamed: a kill never truncates it
             json.dumps(
                 {
                     **asdict(cfg),
@@ -1135,6 +1191,7 @@ def _train(cfg: TrainConfig, workdir: Workdir, d: DistInfo) -> Path:
             )
             + "\n"
         )
+        (out / "config.json.partial").replace(out / "config.json")
         print(
             f"run {out}: device {device}{' (bf16 autocast)' if amp else ''}, world size {d.world}, "
             f"method {cfg.method}, preset {cfg.preset}, {len(train_ds)} train windows "
