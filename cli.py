@@ -371,6 +371,8 @@ def train(
     *_last.pt (resume state), config.json, log.jsonl and log.csv. With WORLD_SIZE set (torchrun
     --nproc-per-node N -m cli train ...) it trains data-parallel, one process per device.
     """
+    from pipeline.safe_pickle import UnsafePickleError
+    from pipeline.store import StoreError
     from train.trainer import TrainError, resolve_config, saved_run_config
     from train.trainer import train as run_training
 
@@ -408,7 +410,7 @@ def train(
         base = saved_run_config(wd, name or "default") if resume else None
         cfg = resolve_config(overrides, config_file=config, base=base)
         run_training(cfg, wd)
-    except TrainError as exc:
+    except (TrainError, StoreError, UnsafePickleError) as exc:
         _fail(exc)
 
 
@@ -432,11 +434,13 @@ def report(
     Reads runs/<name>/*.pt (and log.jsonl), manifests/splits.csv and the store; writes
     reports/report.md, metrics.json, metrics.csv, windows.csv and reports/figures/*.png.
     """
+    from pipeline.safe_pickle import UnsafePickleError
+    from pipeline.store import StoreError
     from train.report import ReportError, make_report
 
     try:
         path = make_report(Workdir.resolve(workdir), runs, device, eval_stride, log=typer.echo)
-    except ReportError as exc:
+    except (ReportError, StoreError, UnsafePickleError) as exc:
         _fail(exc)
     if not quiet:
         typer.echo(path.read_text())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -396,3 +397,14 @@ def test_teacher_width_follows_the_radar_and_survives_reload(tmp_path):
     loaded, _, _ = load_model(tmp_path / "teacher.pt")
     assert loaded.in_channels == 16
     assert loaded(torch.zeros(2, 16, 32)).shape == (2, 32)
+
+
+def test_missing_store_is_a_clean_cli_error(tmp_path):
+    wd = write_tiny_dataset(tmp_path)
+    (tmp_path / "tiny.toml").write_text(TINY)
+    shutil.rmtree(wd.store("equipleth"))
+    args = ["train", "--config", str(tmp_path / "tiny.toml"), "--workdir", str(tmp_path)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    assert "error:" in result.output and "equipleth.zarr" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)  # no traceback
