@@ -27,7 +27,7 @@ import scipy.io
 import zarr
 from PIL import Image
 from test_physdrive import cube, face_video
-from tiny_data import write_tiny_dataset
+from tiny_data import tiny_train_toml, write_tiny_dataset
 from typer.testing import CliRunner
 
 from cli import app
@@ -419,19 +419,7 @@ def test_physdrive_bad_clips_are_skipped_and_noted(physdrive):
 
 # ------------------------------------------------------------------------------------ train, report
 
-TINY = """
-preset = "cpu"
-frames = 24
-stride = 16
-batch_size = 2
-teacher_widths = [8, 16]
-teacher_epochs = 1
-epochs = 1
-max_steps_per_epoch = 2
-meta_interval = 2
-baseline = false
-labeled_frac = 0.5
-"""
+TINY = tiny_train_toml()
 
 
 @pytest.fixture(scope="module")

@@ -20,26 +20,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_data import write_tiny_dataset
+from tiny_data import tiny_train_toml, write_tiny_dataset
 from typer.testing import CliRunner
 
 from cli import app
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS, STEPS = 3, 2
-TINY = f"""
-preset = "cpu"
-frames = 24
-stride = 16
-batch_size = 2
-teacher_widths = [8, 16]
-teacher_epochs = 1
-epochs = {EPOCHS}
-max_steps_per_epoch = {STEPS}
-meta_interval = 2
-baseline = false
-labeled_frac = 0.5
-"""
+TINY = tiny_train_toml(EPOCHS, STEPS)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from tiny_data import write_tiny_dataset
+from tiny_data import tiny_train_toml, write_tiny_dataset
 from typer.testing import CliRunner
 
 from cli import app
@@ -24,19 +24,7 @@ from train.models import SpectralPolicy
 from train.trainer import TrainConfig, TrainError, build_student, resolve_config, seed_everything
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = """
-preset = "cpu"
-frames = 24
-stride = 16
-batch_size = 2
-teacher_widths = [8, 16]
-teacher_epochs = 1
-epochs = 1
-max_steps_per_epoch = 2
-meta_interval = 2
-baseline = false
-labeled_frac = 0.5
-"""
+TINY = tiny_train_toml()
 
 
 @pytest.fixture(autouse=True, scope="module")

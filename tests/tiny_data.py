@@ -72,3 +72,20 @@ def write_tiny_dataset(
     meta = {"seed": seed, "sessions_manifest": str(wd.manifests / "absent.csv"), "sessions_sha256": ""}
     wd.splits_meta.write_text(json.dumps(meta))
     return wd
+
+
+def tiny_train_toml(epochs: int = 1, max_steps_per_epoch: int = 2) -> str:
+    """A ``rpm train --config`` file sized for :func:`write_tiny_dataset`: a run takes seconds on CPU."""
+    return f"""
+preset = "cpu"
+frames = 24
+stride = 16
+batch_size = 2
+teacher_widths = [8, 16]
+teacher_epochs = 1
+epochs = {epochs}
+max_steps_per_epoch = {max_steps_per_epoch}
+meta_interval = 2
+baseline = false
+labeled_frac = 0.5
+"""
