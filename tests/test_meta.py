@@ -14,13 +14,7 @@ from train.trainer import TrainConfig, meta_loss, meta_step
 T = 64  # 5 band bins at 30 Hz
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a small shared CPU, tiny models run several times faster without contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 class TinyStudent(nn.Module):
