@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import re
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,16 @@ from pipeline.recipe import Job, SessionData, SessionError, run_recipe, validate
 from pipeline.safe_pickle import UnsafePickleError, load_npy_object, load_pickle
 from pipeline.store import CROP_SIZE
 
-__all__ = ["SessionError", "prepare_equipleth", "validate_store", "read_frames", "read_ppg", "read_radar"]
+__all__ = [
+    "SessionError",
+    "prepare_equipleth",
+    "validate_store",
+    "iter_frames",
+    "list_frames",
+    "read_frames",
+    "read_ppg",
+    "read_radar",
+]
 
 PPG_OFFSET = 25
 FPS = 30.0
@@ -65,41 +75,60 @@ def list_sessions(root: Path) -> list[str]:
     return sorted(names, key=lambda n: tuple(int(x) for x in n.split("_")[1:]))
 
 
-def read_frames(session_dir: Path, size: int = CROP_SIZE) -> np.ndarray:
-    """All ``rgbd_rgb_<i>.png`` frames in numeric order -> (T, size, size, 3) uint8 RGB.
-
-    Frames are resized with area averaging (PIL BOX) when shrinking, bilinear when enlarging.
-    """
+def list_frames(session_dir: Path) -> int:
+    """The number of ``rgbd_rgb_<i>.png`` frames (i = 0..T-1; a gap in the numbering fails the session)."""
     indices = sorted(int(m.group(1)) for p in session_dir.iterdir() if (m := _FRAME_RE.match(p.name)))
     if not indices:
         raise SessionError(f"{session_dir}: no rgbd_rgb_<i>.png frames")
     missing = sorted(set(range(indices[-1] + 1)) - set(indices))
     if missing:
         raise SessionError(f"{session_dir}: {len(missing)} frame(s) missing, first rgbd_rgb_{missing[0]}.png")
-    out = np.empty((len(indices), size, size, 3), dtype=np.uint8)
+    return len(indices)
+
+
+def iter_frames(session_dir: Path, n_frames: int, size: int = CROP_SIZE, block: int = 32):
+    """Frames ``rgbd_rgb_0..n_frames-1.png`` as (<= block, size, size, 3) uint8 RGB blocks, in order.
+
+    Frames are resized with area averaging (PIL BOX) when shrinking, bilinear when enlarging. A
+    frame that is unreadable or of another size than the first raises :class:`SessionError` naming it.
+    """
+    out = np.empty((block, size, size, 3), dtype=np.uint8)
     first_size = None
-    for i in indices:
+    fill = 0
+    for i in range(n_frames):
         path = session_dir / f"rgbd_rgb_{i}.png"
         try:
             with Image.open(path) as im:
-                im = im.convert("RGB")
+                im.load()
                 if first_size is None:
                     first_size = im.size
                 elif im.size != first_size:
                     raise SessionError(
                         f"{path}: frame size {im.size} differs from the first frame's {first_size}"
                     )
+                if im.mode != "RGB":
+                    im = im.convert("RGB")
                 if im.size != (size, size):
                     shrink = im.size[0] >= size and im.size[1] >= size
                     im = im.resize(
                         (size, size), Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR
                     )
-                out[i] = np.asarray(im)
+                out[fill] = np.asarray(im)
         except SessionError:
             raise
         except Exception as exc:
             raise SessionError(f"{path}: unreadable PNG ({type(exc).__name__}: {exc})") from None
-    return out
+        fill += 1
+        if fill == block:
+            yield out.copy()
+            fill = 0
+    if fill:
+        yield out[:fill].copy()
+
+
+def read_frames(session_dir: Path, size: int = CROP_SIZE) -> np.ndarray:
+    """All ``rgbd_rgb_<i>.png`` frames in numeric order -> (T, size, size, 3) uint8 RGB (in memory)."""
+    return np.concatenate(list(iter_frames(session_dir, list_frames(session_dir), size)))
 
 
 def read_ppg(root: Path, session: str, notes: list[str] | None = None) -> np.ndarray:
@@ -210,31 +239,58 @@ def _fold_key(k: str):
     return (0, int(k), k) if k.isdigit() else (1, 0, k)
 
 
-def build_session(root: Path, session: str, decoder: str, notes: tuple[str, ...] = ()) -> SessionData:
-    """Read, align and check one EquiPleth session (see the module docstring).
+def _aligned_frames(frame_dir: Path, n_video: int, radar_job, n_png: int, n_ppg: int, rf_path: Path):
+    """The frames 0..T-1 for T = min(video, PPG - 25, radar frames / 4); the radar's part of T is
+    awaited before frame 2 s (a shorter session fails whatever the radar says)."""
+    limit, given = n_video, 0
+    for block in iter_frames(frame_dir, n_video):
+        if limit == n_video and given + len(block) > 2 * FPS:
+            limit = min(n_video, radar_job.result()[0].shape[0] // RADAR_PER_FRAME)
+            if limit < 2 * FPS:
+                raise SessionError(
+                    f"{rf_path.parent}: only {limit} aligned frames (< 2 s) from {n_png} frames, "
+                    f"{n_ppg} PPG samples, {radar_job.result()[0].shape[0]} radar frames"
+                )
+        block = block[: max(0, limit - given)]
+        if len(block):
+            yield block
+        given += len(block)
+        if given >= limit:
+            return
+
+
+def build_session(writer, root: Path, session: str, decoder: str, notes: tuple[str, ...] = ()) -> SessionData:
+    """Read, align and check one EquiPleth session (see the module docstring); the video is streamed
+    into ``writer`` (a :class:`pipeline.store.SessionWriter`), only the aligned T frames are read.
 
     ``notes``: dataset-level remarks for this session's ``repairs`` (e.g. an unknown skin type).
     """
-    frames = read_frames(root / "rgb_files" / session)
+    frame_dir = root / "rgb_files" / session
+    n_png = list_frames(frame_dir)
     ppg_notes: list[str] = []
     ppg = read_ppg(root, session, ppg_notes)
     rf_path = root / "rf_files" / session[2:] / "rf.pkl"
-    iq, ok, chest_bin, decoded = read_radar(rf_path, decoder)
-    t = min(frames.shape[0], ppg.size - PPG_OFFSET, iq.shape[0] // RADAR_PER_FRAME)
-    if t < 2 * FPS:
+    n_video = min(n_png, ppg.size - PPG_OFFSET)
+    # The radar decodes in a helper thread while the frames decode (numpy releases the GIL); its
+    # length can only shorten the session, and it is known long before the first shard is written.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rf.pkl") as pool:
+        radar_job = pool.submit(read_radar, rf_path, decoder)
+        writer.write_video(_aligned_frames(frame_dir, n_video, radar_job, n_png, ppg.size, rf_path))
+        iq, ok, chest_bin, decoded = radar_job.result()
+    t = writer.n_frames
+    if t < 2 * FPS or t > iq.shape[0] // RADAR_PER_FRAME:  # (the latter only for videos under 2 s)
         raise SessionError(
-            f"{rf_path.parent}: only {t} aligned frames (< 2 s) "
-            f"from {frames.shape[0]} frames, {ppg.size} PPG samples, {iq.shape[0]} radar frames"
+            f"{rf_path.parent}: only {min(t, iq.shape[0] // RADAR_PER_FRAME)} aligned frames (< 2 s) "
+            f"from {n_png} frames, {ppg.size} PPG samples, {iq.shape[0]} radar frames"
         )
     n_rf = t * RADAR_PER_FRAME
     lost_frames = int((~ok[:n_rf]).sum())
     repairs = [*notes, *ppg_notes]
     if lost_frames:
         repairs.append(f"radar: {lost_frames} lost frames interpolated")
-    if frames.shape[0] > t:
-        repairs.append(f"video: {frames.shape[0] - t} trailing frames dropped")
+    if n_png > t:
+        repairs.append(f"video: {n_png - t} trailing frames dropped")
     return SessionData(
-        video=frames[:t],
         bvp=ppg[PPG_OFFSET : PPG_OFFSET + t],
         radar=iq[:n_rf],
         radar_ok=ok[:n_rf],

@@ -1,42 +1,50 @@
-"""MTCNN face cropping for raw video (facenet-pytorch, bundled weights, fully offline).
+"""MTCNN face cropping for raw video (facenet-pytorch, bundled weights, fully offline), in one
+streaming pass.
 
-Main entry point, used by ``rpm predict`` and by dataset recipes that start from full frames::
+Entry points::
 
-    crops, detection_rate, boxes = crop_faces(frames, fps)
-    # frames (T, H, W, 3) uint8 RGB -> crops (T, 128, 128, 3) uint8, detection_rate float in [0, 1],
-    # boxes (T, 4) float32 crop boxes (x0, y0, x1, y1) in full-frame pixels
+    crops, detection_rate, boxes = crop_faces(frames, fps)           # an in-memory (T, H, W, 3) array
+    fps, cropper, blocks = open_video_crops(path)                     # a video file, streamed
+    for block in blocks: ...                                          # (n, 128, 128, 3) uint8, in order
+    cropper.detection_rate, cropper.n_frames, cropper.box_array()     # once the blocks are consumed
 
-Recipe (reference f.4 #18):
+Recipe (reference f.4 #18), implemented once, by :class:`FaceCropper`:
 
-1. **Detect every k frames** (``detect_every``, default round(fps), about 1 s; frames 0, k, 2k, ...
-   and the last frame), in batches, on frames downscaled so the longer side is at most
-   ``detect_side`` (320) px. MTCNN's ``min_face_size`` is set to ``min_face_frac`` (0.1) of the
-   longer side at that scale (at least 12 px), i.e. faces of 64 px and up in a 640x480 video: a
-   sensible minimum for a face meant for rPPG, and it keeps the image pyramid (the cost) small.
-   The largest face of each frame is kept.
+1. **Detect every k frames** (``detect_every``, default round(fps), about 1 s: frames 0, k, 2k, ...
+   and the last frame) on a copy downscaled so the longer side is at most ``detect_side`` (320) px.
+   MTCNN's ``min_face_size`` is ``min_face_frac`` (0.1) of the longer side at that scale (at least
+   12 px), i.e. faces of 64 px and up in a 640x480 video: a sensible minimum for a face meant for
+   rPPG, and it keeps the image pyramid (the cost) small. The largest face of a frame is kept.
+   Detection runs in a helper thread while the next frames decode.
 2. :func:`detect_boxes` wraps ``MTCNN.detect``, whose return type changes with the input (object
    arrays with ``None`` for frames without a face; a regular (N, k, 4) array when every frame has
    the same face count), so it always returns ``(N, 4) float32`` boxes and an ``(N,) bool`` mask.
-3. The detected boxes (centre and size) are smoothed over neighbouring detections (a 3-tap
-   moving average of keyframes), then linearly interpolated to every frame; frames before the first
-   or after the last detection hold the nearest one.
+3. The boxes of the keyframes with a face (centre and size) are smoothed with a 3-tap moving average
+   (the first and last repeated at the ends), then linearly interpolated to every frame; frames
+   before the first detection hold the first box, frames after the last hold the last.
 4. Each box is made square (side = max(w, h)), enlarged 1.5x about its centre and clamped to the
    frame (shifted inside; shrunk to the frame's short side if larger).
-5. The crop is resized to 128x128 with area averaging (PIL ``BOX``).
+5. The crop is resized to 128x128 with area averaging (PIL ``BOX``, sub-pixel box), cut from the
+   frame first so only the face region is touched.
 
-``detection_rate`` is the share of detection frames where a face was found. If no face is found at
-all, :class:`FaceNotFoundError` is raised: a full frame is never passed on as a face.
+Memory is bounded whatever the video's length: a frame waits only until the smoothed boxes on both
+sides of it are known (about 3 s of full frames). Two rules keep it bounded when faces are missing
+for long: (a) if no face has been found yet after 3 s + ``max_pending_s`` (2 s), the waiting frames
+are dropped and decoded again from the start once the first face is found (so the lead-in still
+gets the first box); (b) if a face is lost for longer than that later on, the frames
+that overflow are cropped with the last box (smoothed as at the end of a video) and interpolation
+restarts from there when a face comes back. The detection rate records every missed keyframe.
 
-For a video file, :func:`scan_video` + :func:`crop_video` do the same in two decoding passes without
-holding the full frames (the first keeps only the downscaled keyframes, the second crops frame by
-frame), so memory is the 128x128 crops (49 KB per frame) instead of the full frames (0.9 MB per
-640x480 frame, 6 MB at 1080p).
+``detection_rate`` is the share of detection frames with a face. If no face is found at all,
+:class:`FaceNotFoundError` is raised: a full frame is never passed on as a face.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 
@@ -47,7 +55,7 @@ CROP_SIZE = 128
 ENLARGE = 1.5
 DETECT_SIDE = 320
 MIN_FACE_FRAC = 0.1
-DETECT_BATCH = 16
+MAX_PENDING_S = 2.0
 
 
 class FaceNotFoundError(RuntimeError):
@@ -97,20 +105,13 @@ def detect_boxes(mtcnn, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return out, found
 
 
-def _downscale(frames: np.ndarray, scale: float) -> np.ndarray:
+def _downscale(frame: np.ndarray, scale: float) -> np.ndarray:
+    """One (H, W, 3) frame bilinearly resized by ``scale`` (< 1), for detection."""
     if scale >= 1.0:
-        return frames
-    h, w = frames.shape[1:3]
+        return frame
+    h, w = frame.shape[:2]
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.stack([np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR)) for f in frames])
-
-
-def _smooth_keyframes(boxes: np.ndarray) -> np.ndarray:
-    """3-tap moving average (edges: 2-tap) of keyframe boxes as centre + size."""
-    if len(boxes) < 3:
-        return boxes
-    padded = np.concatenate([boxes[:1], boxes, boxes[-1:]])
-    return (padded[:-2] + padded[1:-1] + padded[2:]) / 3.0
+    return np.asarray(Image.fromarray(frame).resize(size, Image.BILINEAR))
 
 
 def square_crop_boxes(boxes: np.ndarray, height: int, width: int, enlarge: float = ENLARGE) -> np.ndarray:
@@ -124,73 +125,244 @@ def square_crop_boxes(boxes: np.ndarray, height: int, width: int, enlarge: float
     return np.stack([x0, y0, x0 + side, y0 + side], axis=1).astype(np.float32)
 
 
-def _key_indices(t: int, k: int) -> list[int]:
-    return sorted(set(range(0, t, k)) | {t - 1})
+def crop_box(frame: np.ndarray, box, size: int = CROP_SIZE) -> np.ndarray:
+    """Area-resize the sub-pixel ``box`` (x0, y0, x1, y1) of one (H, W, 3) frame to (size, size, 3).
 
-
-def track_keyframes(
-    key_idx: list[int],
-    key_images: np.ndarray,
-    n_frames: int,
-    frame_hw: tuple[int, int],
-    scale: float,
-    device: str | None = None,
-    mtcnn=None,
-    min_face_frac: float = MIN_FACE_FRAC,
-) -> tuple[np.ndarray, float]:
-    """Detect on the downscaled keyframes, then smooth and interpolate: face boxes (n_frames, 4) in
-    full-frame pixels (before enlarging) and the detection rate."""
-    min_face = max(12, int(min_face_frac * max(frame_hw) * scale))
-    mtcnn = mtcnn or get_mtcnn(_device(device), min_face)
-    boxes = np.full((len(key_idx), 4), np.nan, dtype=np.float32)
-    found = np.zeros(len(key_idx), dtype=bool)
-    for s in range(0, len(key_idx), DETECT_BATCH):
-        b, f = detect_boxes(mtcnn, key_images[s : s + DETECT_BATCH])
-        boxes[s : s + len(b)], found[s : s + len(b)] = b / scale, f
-    rate = float(found.mean())
-    if not found.any():
-        raise FaceNotFoundError(f"no face found in any of the {len(key_idx)} detection frames")
-    key = np.asarray(key_idx)[found]
-    kb = boxes[found].astype(np.float64)
-    centre_size = np.stack(
-        [(kb[:, 0] + kb[:, 2]) / 2, (kb[:, 1] + kb[:, 3]) / 2, kb[:, 2] - kb[:, 0], kb[:, 3] - kb[:, 1]], 1
-    )
-    centre_size = _smooth_keyframes(centre_size)
-    frame_idx = np.arange(n_frames)
-    cs = np.stack([np.interp(frame_idx, key, centre_size[:, j]) for j in range(4)], axis=1)
-    full = np.stack(
-        [cs[:, 0] - cs[:, 2] / 2, cs[:, 1] - cs[:, 3] / 2, cs[:, 0] + cs[:, 2] / 2, cs[:, 1] + cs[:, 3] / 2],
-        1,
-    )
-    return full.astype(np.float32), rate
-
-
-def track_boxes(
-    frames: np.ndarray,
-    fps: float,
-    detect_every: int | None = None,
-    detect_side: int = DETECT_SIDE,
-    device: str | None = None,
-    mtcnn=None,
-    min_face_frac: float = MIN_FACE_FRAC,
-) -> tuple[np.ndarray, float]:
-    """Face boxes for every frame (T, 4) in full-frame pixels (before enlarging) and the detection rate."""
-    t, h, w = frames.shape[:3]
-    key_idx = _key_indices(t, detect_every or max(1, int(round(fps))))
-    scale = min(1.0, detect_side / max(h, w))
-    return track_keyframes(
-        key_idx, _downscale(frames[key_idx], scale), t, (h, w), scale, device, mtcnn, min_face_frac
-    )
+    Only the pixels under the box are handed to PIL: the result equals resizing the whole frame
+    with ``box=`` (PIL's BOX filter reads pixels round(x0)..round(x1) only), at a fraction of the cost.
+    """
+    x0, y0, x1, y1 = (float(v) for v in box)
+    h, w = frame.shape[:2]
+    ix0, iy0 = max(0, math.floor(x0)), max(0, math.floor(y0))
+    ix1, iy1 = min(w, math.ceil(x1)), min(h, math.ceil(y1))
+    sub = Image.fromarray(np.ascontiguousarray(frame[iy0:iy1, ix0:ix1]))
+    return np.asarray(sub.resize((size, size), Image.BOX, box=(x0 - ix0, y0 - iy0, x1 - ix0, y1 - iy0)))
 
 
 def crop_boxes(frames: np.ndarray, boxes: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
     """Crop (T, 4) boxes out of (T, H, W, 3) frames and area-resize them to (T, size, size, 3) uint8."""
     out = np.empty((len(frames), size, size, 3), dtype=np.uint8)
     for i, (frame, box) in enumerate(zip(frames, boxes, strict=True)):
-        out[i] = np.asarray(
-            Image.fromarray(frame).resize((size, size), Image.BOX, box=tuple(float(v) for v in box))
-        )
+        out[i] = crop_box(frame, box, size)
     return out
+
+
+def _one_torch_thread() -> None:
+    """Detection runs beside decoding and cropping: one intra-op thread for it (OpenMP's thread
+    count is per calling thread, so the rest of the process keeps its own)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _centre_size(box: np.ndarray) -> np.ndarray:
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return np.array([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0])
+
+
+def _corners(cs: np.ndarray) -> np.ndarray:
+    """(n, 4) centre-size rows -> (n, 4) x0 y0 x1 y1."""
+    return np.stack(
+        [cs[:, 0] - cs[:, 2] / 2, cs[:, 1] - cs[:, 3] / 2, cs[:, 0] + cs[:, 2] / 2, cs[:, 1] + cs[:, 3] / 2],
+        1,
+    )
+
+
+class FaceCropper:
+    """The streaming face cropper (module docstring): feed it frames, get 128x128 crops in order.
+
+    ``fps`` is the video rate (sets ``detect_every`` = round(fps) frames unless given); ``device``
+    defaults to CUDA when available; ``mtcnn`` may be a ready ``facenet_pytorch.MTCNN`` (then
+    ``min_face_frac`` is ignored). After :meth:`crops` is exhausted: ``n_frames``,
+    ``detection_rate`` and :meth:`box_array` (the square crop boxes, x0 y0 x1 y1 in pixels).
+    """
+
+    def __init__(
+        self,
+        fps: float,
+        size: int = CROP_SIZE,
+        detect_every: int | None = None,
+        enlarge: float = ENLARGE,
+        detect_side: int = DETECT_SIDE,
+        device: str | None = None,
+        mtcnn=None,
+        min_face_frac: float = MIN_FACE_FRAC,
+        max_pending_s: float = MAX_PENDING_S,
+    ):
+        if not (math.isfinite(fps) and fps > 0):
+            raise ValueError(f"fps must be positive, got {fps}")
+        self.fps, self.size, self.enlarge = float(fps), size, enlarge
+        self.k = int(detect_every or max(1, int(round(fps))))
+        self.detect_side, self.device, self.mtcnn, self.min_face_frac = (
+            detect_side,
+            device,
+            mtcnn,
+            min_face_frac,
+        )
+        # a frame normally waits for up to 3k more frames (two keyframes ahead, one detection in
+        # flight); max_pending_s more allows for keyframes where the face was missed
+        self.max_pending = 3 * self.k + int(round(max_pending_s * fps))
+        self.frame_shape: tuple[int, ...] = ()
+        self.n_frames = 0
+        self.n_keys = 0
+        self.n_found = 0
+        self._boxes: list[np.ndarray] = []
+
+    @property
+    def detection_rate(self) -> float:
+        return self.n_found / self.n_keys if self.n_keys else 0.0
+
+    def box_array(self) -> np.ndarray:
+        return np.concatenate(self._boxes).astype(np.float32) if self._boxes else np.zeros((0, 4), np.float32)
+
+    # -- the pass ------------------------------------------------------------------------------
+
+    def crops(self, open_frames: Callable[[], Iterable[np.ndarray]]) -> Iterator[np.ndarray]:
+        """Yield (n, size, size, 3) uint8 crop blocks covering every frame, in order.
+
+        ``open_frames()`` returns an iterator of (H, W, 3) uint8 RGB frames; it is called once more
+        only if the first face appears after ``max_pending_s`` (rule (a) of the module docstring).
+        Raises :class:`FaceNotFoundError` when no keyframe has a face.
+        """
+        self.n_frames = self.n_keys = self.n_found = 0
+        self._boxes = []
+        self._open = open_frames
+        self._pending: deque[tuple[int, np.ndarray]] = deque()
+        self._found: list[
+            tuple[int, np.ndarray]
+        ] = []  # recent (frame, raw centre-size), since the last reset
+        self._anchor: tuple[int, np.ndarray] | None = None  # (frame, final box): frames >= it wait
+        self._lead_dropped = 0
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtcnn", initializer=_one_torch_thread)
+        inflight: tuple[int, Future] | None = None
+        last: tuple[int, np.ndarray] | None = None
+        try:
+            for i, frame in enumerate(open_frames()):
+                if i == 0:
+                    self._setup(frame)
+                elif frame.shape != self._shape:
+                    raise ValueError(f"frame {i} is {frame.shape}, the first frame {self._shape}")
+                if i % self.k == 0:
+                    if inflight is not None:
+                        yield from self._on_detection(inflight[0], inflight[1].result())
+                    inflight = (i, pool.submit(self._detect, _downscale(frame, self._scale)))
+                self._pending.append((i, frame))
+                last = (i, frame)
+                if len(self._pending) > self.max_pending:
+                    yield from self._overflow()
+            if last is None:
+                raise ValueError("no frames")
+            self.n_frames = last[0] + 1
+            if inflight is not None:
+                yield from self._on_detection(inflight[0], inflight[1].result())
+            if last[0] % self.k != 0:  # the last frame is always a keyframe
+                yield from self._on_detection(last[0], self._detect(_downscale(last[1], self._scale)))
+            if self._anchor is None and not self._found:
+                raise FaceNotFoundError(f"no face found in any of the {self.n_keys} detection frames")
+            yield from self._finalise_segment()
+            yield from self._emit_until(self.n_frames, None)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            self._pending.clear()
+
+    def _setup(self, frame: np.ndarray) -> None:
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise ValueError(f"expected (H, W, 3) uint8 frames, got {frame.shape} {frame.dtype}")
+        self._shape = self.frame_shape = frame.shape
+        h, w = frame.shape[:2]
+        self._scale = min(1.0, self.detect_side / max(h, w))
+        if self.mtcnn is None:
+            self.mtcnn = get_mtcnn(
+                _device(self.device), max(12, int(self.min_face_frac * max(h, w) * self._scale))
+            )
+
+    def _detect(self, image: np.ndarray) -> np.ndarray | None:
+        boxes, found = detect_boxes(self.mtcnn, image[None])
+        return boxes[0].astype(np.float64) / self._scale if found[0] else None
+
+    def _on_detection(self, key: int, box: np.ndarray | None) -> Iterator[np.ndarray]:
+        self.n_keys += 1
+        if box is None:
+            return
+        self.n_found += 1
+        self._found.append((key, _centre_size(box)))
+        if len(self._found) >= 2:  # the previous face's smoothed box is now final
+            j = len(self._found) - 2
+            left = self._found[max(0, j - 1)][1]
+            smoothed = (left + self._found[j][1] + self._found[j + 1][1]) / 3.0
+            yield from self._set_anchor(self._found[j][0], smoothed)
+            del self._found[: max(0, j - 1)]  # keep what the next smoothing needs
+
+    def _finalise_segment(self) -> Iterator[np.ndarray]:
+        """The newest face's box as at the end of a video (last box repeated), then a fresh start."""
+        if self._found:
+            prev = self._found[-2][1] if len(self._found) >= 2 else self._found[-1][1]
+            key, cs = self._found[-1]
+            yield from self._set_anchor(key, (prev + 2.0 * cs) / 3.0)
+        self._found = []
+
+    def _set_anchor(self, key: int, cs: np.ndarray) -> Iterator[np.ndarray]:
+        if self._anchor is None:  # the first box: the lead-in holds it
+            if self._lead_dropped:
+                yield from self._redecode_lead_in(cs)
+            self._anchor = (0, cs)
+        yield from self._emit_until(key, (key, cs))
+        self._anchor = (key, cs) if key >= self._anchor[0] else self._anchor
+
+    def _emit_until(self, stop: int, right: tuple[int, np.ndarray] | None) -> Iterator[np.ndarray]:
+        """Crop the pending frames < ``stop``: interpolated from the anchor to ``right`` (or held)."""
+        idx = []
+        while self._pending and self._pending[0][0] < stop:
+            idx.append(self._pending.popleft())
+        if not idx:
+            return
+        a_key, a_cs = self._anchor
+        frames = np.array([i for i, _ in idx], dtype=np.float64)
+        if right is None or right[0] <= a_key:
+            cs = np.repeat(a_cs[None], len(idx), axis=0)
+        else:
+            cs = np.stack([np.interp(frames, [a_key, right[0]], [a_cs[d], right[1][d]]) for d in range(4)], 1)
+        yield self._crop([f for _, f in idx], cs)
+
+    def _crop(self, frames: list[np.ndarray], cs: np.ndarray) -> np.ndarray:
+        h, w = self._shape[:2]
+        boxes = square_crop_boxes(_corners(cs).astype(np.float32), h, w, self.enlarge)
+        self._boxes.append(boxes)
+        return crop_boxes(frames, boxes, self.size)
+
+    def _overflow(self) -> Iterator[np.ndarray]:
+        """Too many frames wait for a face (module docstring, rules (a) and (b))."""
+        if self._anchor is None and not self._found:  # (a) no face yet: drop, decode again later
+            while len(self._pending) > self.max_pending:
+                self._pending.popleft()
+                self._lead_dropped += 1
+            return
+        yield from self._finalise_segment()  # (b) hold the last box for the overflow
+        keep = self.max_pending - 2 * self.k
+        if len(self._pending) > keep:
+            stop = self._pending[len(self._pending) - keep][0]
+            yield from self._emit_until(stop, None)
+            self._anchor = (stop, self._anchor[1])
+
+    def _redecode_lead_in(self, cs: np.ndarray) -> Iterator[np.ndarray]:
+        self._anchor = (0, cs)
+        block: list[np.ndarray] = []
+        n = 0
+        for i, frame in enumerate(self._open()):
+            if i >= self._lead_dropped:
+                break
+            block.append(frame)
+            n = i + 1
+            if len(block) == self.k:
+                yield self._crop(block, np.repeat(cs[None], len(block), axis=0))
+                block = []
+        if block:
+            yield self._crop(block, np.repeat(cs[None], len(block), axis=0))
+        if n != self._lead_dropped:
+            raise RuntimeError(
+                f"decoded {n} lead-in frames on the second pass, {self._lead_dropped} on the first"
+            )
+        self._lead_dropped = 0
 
 
 def crop_faces(
@@ -204,103 +376,29 @@ def crop_faces(
     mtcnn=None,
     min_face_frac: float = MIN_FACE_FRAC,
 ) -> tuple[np.ndarray, float, np.ndarray]:
-    """Face crops of a video: ``(crops (T, size, size, 3) uint8, detection_rate, boxes (T, 4) float32)``.
+    """Face crops of an in-memory video: ``(crops (T, size, size, 3) uint8, detection_rate, boxes (T, 4))``.
 
-    ``frames`` is (T, H, W, 3) uint8 RGB at ``fps``. ``boxes`` are the square crop boxes (x0, y0, x1,
-    y1) in full-frame pixels, after enlarging and clamping. ``detect_every`` defaults to round(fps)
-    frames; ``device`` to CUDA when available; ``mtcnn`` may be a ready ``facenet_pytorch.MTCNN``
-    (then ``min_face_frac`` is ignored). Raises :class:`FaceNotFoundError` when no detection
-    frame has a face, and ``ValueError`` for malformed input. See the module docstring.
+    ``frames`` is (T, H, W, 3) uint8 RGB at ``fps``; ``boxes`` are the square crop boxes (x0, y0,
+    x1, y1) in full-frame pixels after enlarging and clamping. Same recipe as :class:`FaceCropper`.
+    Raises :class:`FaceNotFoundError` when no detection frame has a face, ``ValueError`` for
+    malformed input.
     """
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
         raise ValueError(f"expected non-empty (T, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}")
-    if not (math.isfinite(fps) and fps > 0):
-        raise ValueError(f"fps must be positive, got {fps}")
-    face, rate = track_boxes(frames, fps, detect_every, detect_side, device, mtcnn, min_face_frac)
-    boxes = square_crop_boxes(face, frames.shape[1], frames.shape[2], enlarge)
-    return crop_boxes(frames, boxes, size), rate, boxes
+    cropper = FaceCropper(fps, size, detect_every, enlarge, detect_side, device, mtcnn, min_face_frac)
+    crops = np.concatenate(list(cropper.crops(lambda: iter(frames))))
+    return crops, cropper.detection_rate, cropper.box_array()
 
 
-# ----------------------------------------------------------------------------------- streaming
+def open_video_crops(path: str | Path, **cropper_kwargs) -> tuple[float, FaceCropper, Iterator[np.ndarray]]:
+    """Stream a video file through a :class:`FaceCropper`: ``(fps, cropper, crop blocks)``.
 
-
-@dataclass
-class VideoScan:
-    """First pass over a video file: its size and rate and the downscaled detection keyframes."""
-
-    path: Path
-    fps: float
-    n_frames: int
-    height: int
-    width: int
-    scale: float
-    key_idx: list[int]
-    key_images: np.ndarray  # (K, h, w, 3) uint8 at ``scale``
-
-
-def scan_video(path, detect_every: int | None = None, detect_side: int = DETECT_SIDE) -> VideoScan:
-    """Decode ``path`` once, keeping only the downscaled keyframes (every ~1 s and the last frame).
-
-    Memory is one full frame plus the small keyframes, whatever the video's length.
+    Decoding is :func:`pipeline.video.iter_video` (raises its ``VideoError`` for an unreadable file,
+    here or while iterating). Memory stays a few seconds of full frames whatever the length.
     """
     from pipeline.video import iter_video
 
-    fps, frames = iter_video(path)
-    k = detect_every or max(1, int(round(fps)))
-    keys, images, last = [], [], None
-    n, h, w, scale = 0, 0, 0, 1.0
-    for i, frame in enumerate(frames):
-        if i == 0:
-            h, w = frame.shape[:2]
-            scale = min(1.0, detect_side / max(h, w))
-        if i % k == 0:
-            keys.append(i)
-            images.append(_downscale(frame[None], scale)[0])
-        else:
-            last = frame
-        n = i + 1
-    if keys[-1] != n - 1:
-        keys.append(n - 1)
-        images.append(_downscale(last[None], scale)[0])
-    return VideoScan(Path(path), fps, n, h, w, scale, keys, np.stack(images))
-
-
-def crop_video(
-    scan: VideoScan,
-    size: int = CROP_SIZE,
-    enlarge: float = ENLARGE,
-    device: str | None = None,
-    mtcnn=None,
-    min_face_frac: float = MIN_FACE_FRAC,
-) -> tuple[np.ndarray, float, np.ndarray]:
-    """Second pass of the streaming cropper: :func:`crop_faces` for a file, one frame in memory at a time.
-
-    Returns (crops (T, size, size, 3) uint8, detection_rate, boxes (T, 4)) like :func:`crop_faces`.
-    """
-    from pipeline.video import iter_video
-
-    face, rate = track_keyframes(
-        scan.key_idx,
-        scan.key_images,
-        scan.n_frames,
-        (scan.height, scan.width),
-        scan.scale,
-        device,
-        mtcnn,
-        min_face_frac,
-    )
-    boxes = square_crop_boxes(face, scan.height, scan.width, enlarge)
-    crops = np.empty((scan.n_frames, size, size, 3), dtype=np.uint8)
-    _, frames = iter_video(scan.path)
-    n = 0
-    for i, frame in enumerate(frames):
-        if i >= scan.n_frames:
-            break
-        crops[i] = crop_boxes(frame[None], boxes[i : i + 1], size)[0]
-        n = i + 1
-    if n != scan.n_frames:
-        raise RuntimeError(
-            f"{scan.path}: decoded {n} frames on the second pass, {scan.n_frames} on the first"
-        )
-    return crops, rate, boxes
+    fps, _ = iter_video(path)
+    cropper = FaceCropper(fps, **cropper_kwargs)
+    return fps, cropper, cropper.crops(lambda: iter_video(path)[1])

@@ -15,7 +15,7 @@ Layout (``--root``), one folder per session (the folder name is the session name
                                   "skin_type": 3,                Fitzpatrick 1-6, default -1
                                   "face_crops": false}           true: frames are already crops
 
-Processing: the video is face-cropped block by block with MTCNN (as for PhysDrive; a session whose
+Processing: the video is face-cropped in one streaming pass with MTCNN (as for PhysDrive; a session whose
 detection rate is below ``min_face_rate`` is failed, never stored with full frames) or, with
 ``face_crops``, area-resized to 128x128. Video frames outside the PPG's time span are dropped (a
 repair noted in the manifest) and the PPG is linearly interpolated onto the kept frame times.
@@ -126,39 +126,70 @@ def _resize(frames: np.ndarray, size: int = 128) -> np.ndarray:
     return out
 
 
-def build_session(root: Path, session: str, min_face_rate: float, block_frames: int) -> SessionData:
+def _resized_blocks(frames, block: int = 32):
+    """Full frames (ready-made face crops) -> (<= block, 128, 128, 3) blocks, area-resized."""
+    batch: list[np.ndarray] = []
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) == block:
+            yield _resize(np.stack(batch))
+            batch = []
+    if batch:
+        yield _resize(np.stack(batch))
+
+
+class PpgSpan:
+    """Keeps the frames whose time i / fps lies inside the PPG's time span (a filter on crop blocks).
+
+    After the blocks are consumed: ``seen`` frames in the video, ``first`` the first kept frame.
+    """
+
+    def __init__(self, t_first: float, t_last: float):
+        self.t_first, self.t_last = t_first, t_last
+        self.seen, self.first = 0, None
+
+    def __call__(self, blocks, fps: float):
+        for block in blocks:
+            times = (self.seen + np.arange(len(block))) / fps
+            inside = np.flatnonzero((times >= self.t_first - 1e-9) & (times <= self.t_last + 1e-9))
+            if inside.size:
+                if self.first is None:
+                    self.first = self.seen + int(inside[0])
+                yield block[inside[0] : inside[-1] + 1]
+            self.seen += len(block)
+
+
+def build_session(
+    writer, root: Path, session: str, min_face_rate: float, min_face_frac: float = 0.1
+) -> SessionData:
     sdir = root / session
     meta = read_meta(sdir)
     radar_fps = float(meta["radar_fps"])
     video_path = find_video(sdir)
+    t_ppg, ppg = read_ppg(sdir / "ppg.csv")
+    span = PpgSpan(t_ppg[0], t_ppg[-1])
     if meta.get("face_crops", False):
-        from pipeline.video import VideoError, read_video
+        from pipeline.video import VideoError, iter_video
 
         try:
-            frames, fps = read_video(video_path)
+            fps, frames = iter_video(video_path)
+            writer.write_video(span(_resized_blocks(frames), fps))
         except VideoError as exc:
             raise SessionError(str(exc)) from None
-        video, face_rate = _resize(frames), float("nan")
+        face_rate = float("nan")
     else:
-        from pipeline.physdrive import crop_video
+        from pipeline.physdrive import stream_face_crops
 
-        video, fps, face_rate = crop_video(video_path, block_frames)
-        if face_rate < min_face_rate:
-            raise SessionError(
-                f"{video_path}: face found in {100 * face_rate:.1f}% of detection frames "
-                f"(< {100 * min_face_rate:.0f}%); not stored"
-            )
-    t_ppg, ppg = read_ppg(sdir / "ppg.csv")
-    times = np.arange(video.shape[0]) / fps
-    inside = np.flatnonzero((times >= t_ppg[0] - 1e-9) & (times <= t_ppg[-1] + 1e-9))
-    if inside.size == 0:
+        fps, face_rate = stream_face_crops(
+            writer, video_path, min_face_rate, min_face_frac, frame_filter=span
+        )
+    if span.first is None:
         raise SessionError(f"{sdir / 'ppg.csv'}: PPG times {t_ppg[0]:.2f}..{t_ppg[-1]:.2f} s miss the video")
-    f0, f1 = int(inside[0]), int(inside[-1]) + 1
+    f0, f1 = span.first, span.first + writer.n_frames
     repairs = []
-    if f0 > 0 or f1 < video.shape[0]:
-        repairs.append(f"video: {f0} leading and {video.shape[0] - f1} trailing frames without PPG dropped")
-    video = video[f0:f1]
-    bvp = np.interp(times[f0:f1], t_ppg, ppg)
+    if f0 > 0 or f1 < span.seen:
+        repairs.append(f"video: {f0} leading and {span.seen - f1} trailing frames without PPG dropped")
+    bvp = np.interp(np.arange(f0, f1) / fps, t_ppg, ppg)
 
     raw = read_radar(sdir / "radar.npy")
     bins = raw.shape[2]
@@ -174,7 +205,7 @@ def build_session(root: Path, session: str, min_face_rate: float, block_frames: 
         attrs["radar_bins"] = idx.tolist()
     else:
         radar_bin = channel = int(np.argmax(energy))
-    n_rf = int(round(video.shape[0] * radar_fps / fps))
+    n_rf = int(round(writer.n_frames * radar_fps / fps))
     k0 = int(round((f0 / fps - attrs["radar_start_s"]) * radar_fps))
     src = k0 + np.arange(n_rf)
     ok = (src >= 0) & (src < raw.shape[0])
@@ -183,7 +214,6 @@ def build_session(root: Path, session: str, min_face_rate: float, block_frames: 
     if not ok.all():
         repairs.append(f"radar: {int((~ok).sum())} of {n_rf} frames outside the recording")
     return SessionData(
-        video=video,
         bvp=bvp,
         radar=radar,
         radar_ok=ok,
@@ -215,7 +245,7 @@ def prepare_folder(
     scheduler: str = "threads",
     overwrite: bool = False,
     min_face_rate: float = 0.5,
-    block_frames: int = 300,
+    min_face_frac: float = 0.1,
     dataset: str = "folder",
 ) -> pd.DataFrame:
     """Preprocess a folder of own recordings into ``store``; writes ``<dataset>_sessions.csv``."""
@@ -227,6 +257,12 @@ def prepare_folder(
     for s in sessions:
         subject, skin = _subject_and_skin(root, s)
         row = {"session": s, "dataset": dataset, "subject": subject, "trial": s, "skin_type": skin}
-        jobs.append(Job(row=row, build=build_session, args=(root, s, min_face_rate, block_frames)))
-    params = {"recipe": "folder", "version": 1, "min_face_rate": min_face_rate, "block_frames": block_frames}
+        jobs.append(Job(row=row, build=build_session, args=(root, s, min_face_rate, min_face_frac)))
+    # version 2: one streaming face-crop pass (smoothing across the whole video, not per block)
+    params = {
+        "recipe": "folder",
+        "version": 2,
+        "min_face_rate": min_face_rate,
+        "min_face_frac": min_face_frac,
+    }
     return run_recipe(dataset, jobs, store, manifests_dir, params, workers, scheduler, overwrite)

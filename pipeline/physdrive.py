@@ -19,11 +19,11 @@ Codes that do not parse leave the condition columns empty.
 One store group ``<SUBJ>_<SESSION>`` per video session:
 
 * **video**: ``RGB.mp4`` is decoded with PyAV (``thread_type="AUTO"``, explicit YUV->RGB matrix
-  from :mod:`pipeline.video`) in blocks of ``block_frames`` frames, so a long full-HD session never
-  sits in memory as full frames; each block goes through :func:`pipeline.face.crop_faces` (MTCNN
-  every ~1 s, smoothed, 1.5x, 128x128). A block where no face is found reuses the nearest block's
-  last/first crop box and counts as undetected. A session whose detection rate is below
-  ``min_face_rate`` is marked failed and not stored: a full frame is never stored as a face.
+  from :mod:`pipeline.video`) and cropped in one streaming pass by
+  :class:`pipeline.face.FaceCropper` (MTCNN every ~1 s, smoothed, 1.5x, 128x128; a few seconds of
+  full frames in memory at most), the crops going straight to the store shard by shard. A session
+  whose detection rate is below ``min_face_rate`` is marked failed and not stored: a full frame is
+  never stored as a face.
 * **bvp**: BVP.mat, taken to cover the video's duration evenly (sample i at i * D / L for D the video
   duration and L the sample count), linearly interpolated onto the video frame times.
 * **radar**: each clip's cube becomes complex (frames, Doppler, angle, range). The subject's angle
@@ -55,7 +55,6 @@ RADAR_DIR = "mmWave"
 CUBE_SHAPE = (2, 8, 16, 8)  # real/imag, Doppler, angle, range
 DEFAULT_RADAR_FPS = 20.0
 DEFAULT_MIN_FACE_RATE = 0.5
-BLOCK_FRAMES = 300
 
 _SUBJECT_RE = re.compile(r"^([ABC])([MF])([ZHWY])(\d+)$")
 _SESSION_RE = re.compile(r"^([ABC])([ST])$")
@@ -152,15 +151,19 @@ def load_cube(path: Path) -> np.ndarray:
     return (cube[:, 0] + 1j * cube[:, 1]).astype(np.complex64)
 
 
-def choose_angle_bin(cubes: list[np.ndarray]) -> int:
-    """The angle bin with the most energy summed over frames, Doppler and range of all clips."""
-    energy = sum(np.sum(np.abs(c) ** 2, axis=(0, 1, 3)) for c in cubes)
-    return int(np.argmax(energy))
+def angle_energy(cube: np.ndarray) -> np.ndarray:
+    """(frames, Doppler, angle, range) complex -> (angle,) energy summed over frames, Doppler, range."""
+    return np.sum(np.abs(cube) ** 2, axis=(0, 1, 3))
 
 
-def reduce_cube(cube: np.ndarray, angle_bin: int) -> np.ndarray:
-    """(frames, Doppler, angle, range) complex -> (frames, 2, range) float32 I/Q (Doppler summed)."""
-    z = cube[:, :, angle_bin, :].sum(axis=1)
+def doppler_sum(cube: np.ndarray) -> np.ndarray:
+    """(frames, Doppler, angle, range) -> (frames, angle, range) complex64: the Doppler reduction."""
+    return cube.sum(axis=1).astype(np.complex64)
+
+
+def angle_iq(summed: np.ndarray, angle_bin: int) -> np.ndarray:
+    """(frames, angle, range) complex -> (frames, 2, range) float32 I/Q at ``angle_bin``."""
+    z = summed[:, angle_bin, :]
     return np.stack([z.real, z.imag], axis=1).astype(np.float32)
 
 
@@ -190,80 +193,47 @@ def read_bvp(path: Path, n_frames: int, fps: float) -> tuple[np.ndarray, str]:
     return np.interp(np.arange(n_frames) / fps, src_t, bvp), note
 
 
-def iter_video_blocks(path: Path, block_frames: int):
-    """Yield (frames (n, H, W, 3) uint8 RGB, fps) blocks of ``path`` decoded sequentially by PyAV.
+def stream_face_crops(
+    writer, path: Path, min_face_rate: float, min_face_frac: float = 0.1, frame_filter=None
+) -> tuple[float, float]:
+    """Decode ``path``, MTCNN-crop it (:class:`pipeline.face.FaceCropper`) and stream the crops into
+    ``writer``; returns (fps, detection rate). ``frame_filter(blocks, fps)`` may drop crops before
+    they are written (the folder recipe keeps the frames its PPG covers).
 
-    Built on :func:`pipeline.video.iter_video` (one frame in memory at a time, logged colour
-    conversion); its errors become this recipe's :class:`SessionError`.
+    Errors name ``path``: not a video, no frames, no face, or a detection rate below ``min_face_rate``
+    (the session fails; a full frame is never stored as a face).
     """
-    from pipeline.video import VideoError, iter_video
+    from pipeline.face import FaceNotFoundError, open_video_crops
+    from pipeline.video import VideoError
 
     try:
-        fps, frames = iter_video(path)
-        block: list[np.ndarray] = []
-        for frame in frames:
-            block.append(frame)
-            if len(block) == block_frames:
-                yield np.stack(block), fps
-                block = []
-        if block:
-            yield np.stack(block), fps
+        fps, cropper, blocks = open_video_crops(path, min_face_frac=min_face_frac)
+        writer.write_video(frame_filter(blocks, fps) if frame_filter else blocks)
     except VideoError as exc:
         raise SessionError(str(exc)) from None
-
-
-def crop_video(path: Path, block_frames: int = BLOCK_FRAMES, cropper=None) -> tuple[np.ndarray, float, float]:
-    """MTCNN face crops of a whole video, block by block: (crops (T,128,128,3), fps, detection rate)."""
-    from pipeline.face import FaceNotFoundError, crop_boxes, crop_faces
-
-    cropper = cropper or crop_faces
-    crops: list[np.ndarray | None] = []
-    pending: list[tuple[int, np.ndarray]] = []  # blocks with no face before any face was seen
-    detected = weight = 0.0
-    last_box, fps = None, 0.0
-    for frames, fps in iter_video_blocks(path, block_frames):
-        n = frames.shape[0]
-        weight += n
-        try:
-            c, rate, boxes = cropper(frames, fps)
-        except FaceNotFoundError:
-            if last_box is None:
-                if sum(f.shape[0] for _, f in pending) > 60 * fps:
-                    raise SessionError(f"{path}: no face found in the first 60 s") from None
-                pending.append((len(crops), frames))
-                crops.append(None)
-                continue
-            crops.append(crop_boxes(frames, np.repeat(last_box[None], n, axis=0)))
-            continue
-        detected += rate * n
-        for idx, held in pending:  # earlier faceless blocks take this block's first box
-            crops[idx] = crop_boxes(held, np.repeat(boxes[:1], held.shape[0], axis=0))
-        pending = []
-        last_box = boxes[-1]
-        crops.append(c)
-    if not crops:
-        raise SessionError(f"{path}: the video stream has no decodable frames")
-    if pending:
-        raise SessionError(f"{path}: MTCNN found no face in any frame")
-    return np.concatenate(crops), fps, detected / weight
+    except FaceNotFoundError:
+        raise SessionError(f"{path}: MTCNN found no face in any frame") from None
+    rate = cropper.detection_rate
+    if rate < min_face_rate:
+        raise SessionError(
+            f"{path}: face found in {100 * rate:.1f}% of detection frames "
+            f"(< {100 * min_face_rate:.0f}%); not stored"
+        )
+    return fps, rate
 
 
 def build_session(
+    writer,
     root: Path,
     subject: str,
     session: str,
     clips: list[dict],
     min_face_rate: float,
-    block_frames: int,
+    min_face_frac: float,
 ) -> SessionData:
     sdir = root / RGB_DIR / subject / session
-    video, fps, face_rate = crop_video(sdir / "RGB.mp4", block_frames)
-    if face_rate < min_face_rate:
-        raise SessionError(
-            f"{sdir / 'RGB.mp4'}: face found in {100 * face_rate:.1f}% of detection frames "
-            f"(< {100 * min_face_rate:.0f}%); not stored"
-        )
-    t = video.shape[0]
+    fps, face_rate = stream_face_crops(writer, sdir / "RGB.mp4", min_face_rate, min_face_frac)
+    t = writer.n_frames
     bvp, bvp_note = read_bvp(sdir / "Label" / "BVP.mat", t, fps)
     repairs = [bvp_note] if bvp_note else []
 
@@ -279,16 +249,19 @@ def build_session(
         except SessionError as exc:
             repairs.append(f"radar clip {c['clip']} skipped ({exc})")
             continue
+        # keep only the Doppler sum (1/8 of the cube) and the per-angle energy of each clip
+        energy, cube = angle_energy(cube), doppler_sum(cube)
         v0 = _parse_time(c["video_start"], root / "pairing.csv", "video_start")
         r0 = _parse_time(c["radar_start"], root / "pairing.csv", "radar_start")
-        loaded.append((int(round((r0 - v0).total_seconds() * radar_fps)), cube, c["clip"]))
+        loaded.append((int(round((r0 - v0).total_seconds() * radar_fps)), cube, energy, c["clip"]))
 
     n_rf = int(round(t * radar_fps / fps))
     radar = np.zeros((n_rf, 2, CUBE_SHAPE[3]), np.float32)
     ok = np.zeros(n_rf, bool)
-    angle_bin = choose_angle_bin([c for _, c, _ in loaded]) if loaded else -1
-    for k0, cube, name in loaded:
-        iq = reduce_cube(cube, angle_bin)
+    # the subject's angle bin: the most energy over all of the session's clips
+    angle_bin = int(np.argmax(sum(e for _, _, e, _ in loaded))) if loaded else -1
+    for k0, summed, _, name in loaded:
+        iq = angle_iq(summed, angle_bin)
         lo, hi = max(0, k0), min(n_rf, k0 + iq.shape[0])
         if hi <= lo:
             repairs.append(f"radar clip {name} outside the video")
@@ -307,7 +280,6 @@ def build_session(
     else:
         range_bin = CUBE_SHAPE[3] // 2
     return SessionData(
-        video=video,
         bvp=bvp,
         radar=radar,
         radar_ok=ok,
@@ -332,7 +304,7 @@ def prepare_physdrive(
     scheduler: str = "threads",
     overwrite: bool = False,
     min_face_rate: float = DEFAULT_MIN_FACE_RATE,
-    block_frames: int = BLOCK_FRAMES,
+    min_face_frac: float = 0.1,
 ) -> pd.DataFrame:
     """Preprocess a PhysDrive root into ``store`` and write ``<manifests_dir>/physdrive_sessions.csv``.
 
@@ -359,13 +331,14 @@ def prepare_physdrive(
             Job(
                 row=row,
                 build=build_session,
-                args=(root, subject, session, clips, min_face_rate, block_frames),
+                args=(root, subject, session, clips, min_face_rate, min_face_frac),
             )
         )
+    # version 2: one streaming face-crop pass (smoothing across the whole video, not per block)
     params = {
         "recipe": "physdrive",
-        "version": 1,
+        "version": 2,
         "min_face_rate": min_face_rate,
-        "block_frames": block_frames,
+        "min_face_frac": min_face_frac,
     }
     return run_recipe("physdrive", jobs, store, manifests_dir, params, workers, scheduler, overwrite)

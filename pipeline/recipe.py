@@ -2,13 +2,15 @@
 
 A recipe (``pipeline.equipleth``, ``pipeline.physdrive``, ``pipeline.folder``) lists its sessions
 as :class:`Job` objects: a manifest row with the identity columns filled in and a module-level
-``build`` function that reads the raw files and returns a :class:`SessionData` (or raises
-:class:`SessionError`). :func:`run_recipe` then
+``build(writer, *args)`` function that reads the raw files, streams the session's 128x128 video
+into ``writer.write_video(blocks)`` (a :class:`pipeline.store.SessionWriter`) and returns a
+:class:`SessionData` with the rest (or raises :class:`SessionError`). :func:`run_recipe` then
 
 1. skips a session whose store group is ``complete`` and was made with the same ``params``
    (unless ``overwrite``): its manifest row is read back from the group, so a rerun is a no-op;
-2. otherwise builds it, computes the radar SNR and video-radar lag (``pipeline.quality``), writes
-   the group (any partial or stale group is removed first) and sets ``complete`` last;
+2. otherwise builds it (any partial or stale group is removed first; the video goes to the store
+   as it is decoded, so memory does not grow with the video's length), computes the radar SNR and
+   video-radar lag (``pipeline.quality``), writes the other arrays and sets ``complete`` last;
 3. records a session that cannot be used as ``failed`` with its reason (and removes any group it
    had), and carries on with the others;
 4. writes ``<manifests>/<dataset>_sessions.csv`` atomically, after checking every ``ok`` row
@@ -31,13 +33,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dask
+import dask.local
+import dask.multiprocessing
+import dask.threaded
 import numpy as np
 import pandas as pd
 from dask.diagnostics import ProgressBar
 
 from manifests import SESSION_COLUMNS, empty_session_row
 from pipeline.quality import session_quality
-from pipeline.store import StoreError, is_complete, open_store, remove_group, store_exists, write_session
+from pipeline.store import SessionWriter, StoreError, is_complete, open_store, remove_group, store_exists
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -48,9 +53,9 @@ class SessionError(RuntimeError):
 
 @dataclass
 class SessionData:
-    """One session ready to store; ``row`` holds extra manifest columns (bins, repairs, ...)."""
+    """One session's arrays beside its video (already in the writer); ``row`` holds extra manifest
+    columns (bins, repairs, ...). T is the number of video frames the build wrote."""
 
-    video: np.ndarray  # (T, 128, 128, 3) uint8
     bvp: np.ndarray  # (T,)
     radar: np.ndarray  # (T_rf, 2, bins)
     radar_ok: np.ndarray  # (T_rf,) bool
@@ -65,7 +70,7 @@ class SessionData:
 @dataclass
 class Job:
     row: dict  # identity columns: session, dataset, subject, trial, skin_type, conditions ...
-    build: Callable[..., SessionData]
+    build: Callable[..., SessionData]  # build(writer, *args)
     args: tuple = ()
 
 
@@ -90,11 +95,13 @@ def run_session(store: str, job: Job, params: dict, overwrite: bool) -> dict:
         root = open_store(store, "r")
         if is_complete(root, group) and root[group].attrs.get("params") == params:
             return _stored_row(store, group)
+    writer = None
     try:
-        data = job.build(*job.args)
-        t = data.video.shape[0]
-        if data.video.shape[1:] != (128, 128, 3) or data.video.dtype != np.uint8:
-            raise SessionError(f"{row['session']}: video is {data.video.shape} {data.video.dtype}")
+        writer = SessionWriter(store, group)
+        data = job.build(writer, *job.args)
+        t = writer.n_frames
+        if writer.frame_shape != (128, 128, 3):
+            raise SessionError(f"{row['session']}: video frames are {writer.frame_shape}, not (128, 128, 3)")
         if t < 2 * data.fps:
             raise SessionError(f"{row['session']}: only {t} aligned frames (< 2 s)")
         quality = session_quality(
@@ -127,9 +134,10 @@ def run_session(store: str, job: Job, params: dict, overwrite: bool) -> dict:
             "params": params,
             "manifest_row": json.dumps(row, sort_keys=True),
         }
-        write_session(store, group, data.video, data.bvp, data.radar, data.radar_ok, attrs)
+        writer.finish(data.bvp, data.radar, data.radar_ok, attrs)
         return _stored_row(store, group)  # exactly what a rerun will read back
     except OSError as exc:
+        _stop(writer)
         if exc.errno not in DISK_FULL:
             return _failed(store, group, row, exc)
         # A full disk is not this session's fault and would fail every later one: stop with a clear error.
@@ -140,7 +148,14 @@ def run_session(store: str, job: Job, params: dict, overwrite: bool) -> dict:
             "sessions completed before it are kept: free space and rerun to resume"
         ) from exc
     except Exception as exc:  # one bad session never stops the run; the reason goes to the manifest
+        _stop(writer)
         return _failed(store, group, row, exc)
+
+
+def _stop(writer: SessionWriter | None) -> None:
+    """Let a failing session's shard in flight land before its group is removed."""
+    if writer is not None:
+        writer.close(wait_errors=False)
 
 
 def _failed(store: str, group: str, row: dict, exc: Exception) -> dict:
@@ -177,8 +192,13 @@ def compute(tasks: list, scheduler: str, workers: int, label: str = "sessions") 
         raise ValueError(
             f"unknown scheduler {scheduler!r}; use threads, processes, sync, distributed or tcp://host:port"
         )
+    # The scheduler function itself, not its name: a name makes dask import dask.distributed to look
+    # for a client (0.4 s per run).
+    get = {"threads": dask.threaded.get, "processes": dask.multiprocessing.get}.get(
+        scheduler, dask.local.get_sync
+    )
     with ProgressBar(minimum=1.0):
-        return list(dask.compute(*tasks, scheduler=scheduler, num_workers=workers))
+        return list(dask.compute(*tasks, scheduler=get, num_workers=workers))
 
 
 def validate_store(store: str, manifest: pd.DataFrame) -> None:

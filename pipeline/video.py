@@ -116,14 +116,26 @@ def read_video(path: str | Path, max_frames: int | None = None) -> tuple[np.ndar
     return np.stack(frames), fps
 
 
-def write_video(path: str | Path, frames: np.ndarray, fps: float = 30.0, crf: int = 18) -> None:
-    """Write RGB frames (T, H, W, 3) uint8 as H.264 (yuv420p, tagged BT.601 limited range)."""
+def write_video(path: str | Path, frames, fps: float = 30.0, crf: int = 18) -> None:
+    """Write RGB frames as H.264 (yuv420p, tagged BT.601 limited range).
+
+    ``frames``: a (T, H, W, 3) uint8 array, or any iterable of (H, W, 3) uint8 frames (streamed, so
+    a long video never has to sit in memory).
+    """
+    import itertools
+
     import av
 
-    frames = np.asarray(frames, dtype=np.uint8)
+    if isinstance(frames, np.ndarray):
+        frames = np.asarray(frames, dtype=np.uint8)
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
+        raise ValueError(f"{path}: no frames to write")
+    frames = itertools.chain([first], frames)
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.width, stream.height = first.shape[1], first.shape[0]
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": str(crf), "preset": "veryfast"}
         stream.codec_context.colorspace = 5  # BT.470BG = BT.601

@@ -9,6 +9,7 @@ SURFACE = {
     "demo": ["--labeled-frac", "--seconds", "--seed", "--subjects", "--trials", "--workdir"],
     "predict": ["--checkpoint", "--device", "--format", "--out", "--stride", "--workdir", "VIDEO"],
     "preprocess": [
+        "--min-face-frac",
         "--min-face-rate",
         "--no-overwrite",
         "--overwrite",

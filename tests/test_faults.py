@@ -36,7 +36,7 @@ from pipeline.equipleth import prepare_equipleth, read_ppg
 from pipeline.physdrive import _clip_dir, prepare_physdrive
 from pipeline.recipe import SessionError
 from pipeline.safe_pickle import UnsafePickleError, load_npy_object, load_pickle
-from pipeline.store import StoreError, remove_group
+from pipeline.store import SessionWriter, StoreError, remove_group
 from pipeline.synth_equipleth import synth_equipleth
 from pipeline.video import write_video
 
@@ -518,7 +518,6 @@ def test_report_test_set_without_windows(tiny, tmp_path):
 
 
 def test_full_disk_stops_with_a_clear_error_and_keeps_completed_sessions(equipleth, tmp_path, monkeypatch):
-    import pipeline.recipe as recipe
 
     src = equipleth[0] / "raw"
     root = tmp_path / "raw"
@@ -532,16 +531,17 @@ def test_full_disk_stops_with_a_clear_error_and_keeps_completed_sessions(equiple
     ):
         shutil.copytree(src / sub, root / sub)
     store, mdir = tmp_path / "eq.zarr", tmp_path / "m"
-    real, calls = recipe.write_session, []
+    real, calls = SessionWriter._append, []
 
-    def write_until_full(store_path, group, *args):
-        calls.append(group)
+    def append_until_full(self, frames, n):
+        if self.group_name not in calls:
+            calls.append(self.group_name)
         if len(calls) == 3:
-            zarr.open_group(str(store_path), mode="a").create_group(group)  # half-written, then ...
+            real(self, frames, n // 2)  # half the video is on disk, then ...
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(store_path, group, *args)
+        return real(self, frames, n)
 
-    monkeypatch.setattr(recipe, "write_session", write_until_full)
+    monkeypatch.setattr(SessionWriter, "_append", append_until_full)
     with pytest.raises(StoreError, match=r"no space left on the device .*completed before it") as err:
         prepare_equipleth(root, store, mdir, scheduler="sync")
     full = calls[2]
@@ -551,7 +551,7 @@ def test_full_disk_stops_with_a_clear_error_and_keeps_completed_sessions(equiple
     assert sorted(g.group_keys()) == sorted(calls[:2])  # the half-written group is gone
     assert all(g[k].attrs["complete"] for k in g.group_keys())
     before = {k: g[k]["video"][...].tobytes() for k in g.group_keys()}
-    monkeypatch.setattr(recipe, "write_session", real)
+    monkeypatch.setattr(SessionWriter, "_append", real)
     manifest = prepare_equipleth(root, store, mdir, scheduler="sync")  # space freed: resumes
     assert (manifest.status == "ok").all() and len(manifest) == 3
     g = zarr.open_group(str(store), mode="r")

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from pipeline.face import FaceNotFoundError, crop_faces, crop_video, detect_boxes, get_mtcnn, scan_video
+from pipeline.face import FaceNotFoundError, crop_box, crop_faces, detect_boxes, get_mtcnn, open_video_crops
 from pipeline.video import VideoError, read_video, synthetic_face_frames, write_video
 
 FRAMES = 64
@@ -136,11 +136,21 @@ def test_streaming_crop_matches_in_memory_crop(setup):
     wd, _ = setup
     frames, fps = read_video(wd / "face.mp4")
     ref_crops, ref_rate, ref_boxes = crop_faces(frames, fps)
-    scan = scan_video(wd / "face.mp4")
-    assert (scan.n_frames, scan.height, scan.width) == (180, 480, 640) and scan.key_idx[-1] == 179
-    assert scan.key_images.shape[1:] == (240, 320, 3)  # detection on 320 px frames
-    crops, rate, boxes = crop_video(scan)
-    assert rate == ref_rate and np.array_equal(boxes, ref_boxes) and np.array_equal(crops, ref_crops)
+    fps2, cropper, blocks = open_video_crops(wd / "face.mp4")
+    crops = np.concatenate(list(blocks))
+    assert fps2 == fps and cropper.n_frames == 180 and cropper.frame_shape == (480, 640, 3)
+    assert cropper.n_keys == 7  # frames 0, 30, ..., 150 and the last one, 179
+    assert cropper.detection_rate == ref_rate and np.array_equal(cropper.box_array(), ref_boxes)
+    assert np.array_equal(crops, ref_crops)
+
+
+def test_crop_of_the_face_region_equals_a_whole_frame_resize(setup):
+    from PIL import Image
+
+    _, frames = setup
+    for box in [(101.3, 57.8, 333.9, 290.4), (0.0, 0.0, 480.0, 480.0), (159.5, 0.25, 640.0, 480.0)]:
+        whole = np.asarray(Image.fromarray(frames[5]).resize((128, 128), Image.BOX, box=box))
+        assert np.array_equal(crop_box(frames[5], box), whole)
 
 
 def test_predict_resamples_other_frame_rates(setup, tmp_path):

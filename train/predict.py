@@ -2,11 +2,11 @@
 
 Steps (every one timed in ``prediction.json``):
 
-1. decode with PyAV (:func:`pipeline.video.iter_video`: ``thread_type="AUTO"``, explicit YUV->RGB),
-   streamed in two passes (:func:`pipeline.face.scan_video`, :func:`pipeline.face.crop_video`) so only
-   the 128x128 crops are held, never the full frames; a video whose rate is not the model's (30 Hz)
-   is resampled by nearest frame in time;
-2. MTCNN face crops, 128x128 (the recipe of :func:`pipeline.face.crop_faces`, detection every ~1 s);
+1. decode with PyAV (:func:`pipeline.video.iter_video`: ``thread_type="AUTO"``, explicit YUV->RGB)
+   and
+2. crop the face with MTCNN, 128x128 (:class:`pipeline.face.FaceCropper`, detection every ~1 s), in
+   one streaming pass, so only the 128x128 crops are held, never the full frames; a video whose rate
+   is not the model's (30 Hz) is resampled by nearest frame in time;
 3. sliding windows of the model's clip length T at a 1 s stride (plus one window flush with the
    end) through the student from ``runs/<run>/student.pt``;
 4. HR per window from the band-limited PSD peak (45-180 bpm, :func:`train.evaluate.hr_from_psd`),
@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.face import FaceNotFoundError, crop_video, scan_video
+from pipeline.face import FaceNotFoundError, open_video_crops
 from pipeline.paths import Workdir
 from pipeline.video import VideoError
 from train.data import video_to_input
@@ -160,15 +160,19 @@ def predict_video(
 
     t = time.perf_counter()
     try:
-        scan = scan_video(video)  # pass 1: size, rate and the detection keyframes only
+        fps, cropper, blocks = open_video_crops(video, device=str(dev))
+        crops = np.concatenate(list(blocks))  # decode + crop in one pass; only the crops are held
+    except FaceNotFoundError as exc:
+        raise PredictError(f"{video}: {exc}; predict needs a visible face") from exc
     except VideoError as exc:
         raise PredictError(str(exc)) from exc
-    fps = scan.fps
-    duration = scan.n_frames / fps
-    idx = resample_index(scan.n_frames, fps, cfg.fs)
-    timings["decode"] = time.perf_counter() - t
+    rate, n_frames = cropper.detection_rate, cropper.n_frames
+    duration = n_frames / fps
+    idx = resample_index(n_frames, fps, cfg.fs)
+    timings["decode_and_face_crop"] = time.perf_counter() - t
+    height, width = cropper.frame_shape[:2]
     log(
-        f"decoded {video.name}: {scan.width}x{scan.height}, {scan.n_frames} frames at {fps:.3g} fps "
+        f"decoded {video.name}: {width}x{height}, {n_frames} frames at {fps:.3g} fps "
         f"({duration:.1f} s; {len(idx)} frames at {cfg.fs:g} Hz)"
     )
     if len(idx) < cfg.frames:
@@ -176,16 +180,7 @@ def predict_video(
             f"{video}: {duration:.2f} s ({len(idx)} frames at {cfg.fs:g} Hz) is shorter than one window "
             f"of {cfg.frames} frames ({cfg.frames / cfg.fs:.2f} s) that the model {ckpt_path} needs"
         )
-
-    t = time.perf_counter()
-    try:
-        crops, rate, _ = crop_video(scan, device=str(dev))  # pass 2: crops, one frame in memory
-    except FaceNotFoundError as exc:
-        raise PredictError(f"{video}: {exc}; predict needs a visible face") from exc
-    except VideoError as exc:
-        raise PredictError(str(exc)) from exc
     crops = crops[idx]
-    timings["face_crop"] = time.perf_counter() - t
     log(f"face detection rate {rate:.0%}")
 
     t = time.perf_counter()
