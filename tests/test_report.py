@@ -143,10 +143,15 @@ def test_no_nan_cells_and_every_na_has_a_footnote(report_dir):
 def test_gate_is_broken_down_by_radar_corruption(report_dir):
     wd, _, light, _ = report_dir
     md = (wd / "reports" / "report.md").read_text()
-    assert re.search(r"The gate was \*\*(lower|not lower)\*\* where the radar was corrupted", md)
+    assert re.search(
+        r"The gate was \*\*(lower|higher|no different beyond noise)\*\* where the radar was corrupted", md
+    )
     gate = json.loads((wd / "reports" / "metrics.json").read_text())["gate"]["corruption"]
     assert gate["n_corrupted"] > 0 and gate["n_clean"] > 0
-    assert gate["lower_when_corrupted"] == (gate["gate_corrupted"] < gate["gate_clean"])
+    diff, se = gate["gate_corrupted"] - gate["gate_clean"], gate["standard_error"]
+    assert gate["difference"] == pytest.approx(diff) and se > 0
+    expected = "lower" if diff < -2 * se else ("higher" if diff > 2 * se else "no different beyond noise")
+    assert gate["verdict"] == expected
     windows = pd.read_csv(wd / "reports" / "windows.csv")
     rel = windows[windows.protocol == "release"]
     # Exactly the windows overlapping [0, 4) s of the light session are flagged.
@@ -228,3 +233,14 @@ def test_equipleth_protocol_windows_and_overlap_average():
     trace = overlap_average(waves, [0, 60, 120], 183)
     assert trace.shape == (183,) and np.isfinite(trace).all()
     assert np.corrcoef(trace, gt[:183])[0, 1] > 0.99
+
+
+def test_gate_difference_needs_more_than_noise():
+    from train.report import gate_difference
+
+    rng = np.random.default_rng(0)
+    clean = 0.5 + 0.05 * rng.standard_normal(40)
+    assert gate_difference(clean - 0.1, clean)[0] == "lower"
+    assert gate_difference(clean + 0.1, clean)[0] == "higher"
+    verdict, diff, se = gate_difference(clean[:20] - 0.001, clean[20:])
+    assert verdict == "no different beyond noise" and abs(diff) < 2 * se

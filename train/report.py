@@ -969,6 +969,23 @@ def metrics_long(groups: list[Group]) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------------ main
 
 
+def gate_difference(corrupted: np.ndarray, clean: np.ndarray) -> tuple[str, float, float]:
+    """(verdict, mean difference corrupted - clean, its standard error) for the policy gate.
+
+    The verdict is "lower" / "higher" only when the difference exceeds twice its (Welch) standard
+    error, else "no different beyond noise": a 0.001 gap between two window means is not a finding.
+    Windows overlap, so the standard error is optimistic; the verdict leans to claiming too much.
+    """
+    diff = float(corrupted.mean() - clean.mean())
+    var = lambda x: float(x.var(ddof=1)) if len(x) > 1 else 0.0  # noqa: E731
+    se = math.sqrt(var(corrupted) / len(corrupted) + var(clean) / len(clean))
+    if diff < -2 * se:
+        return "lower", diff, se
+    if diff > 2 * se:
+        return "higher", diff, se
+    return "no different beyond noise", diff, se
+
+
 def _gate_section(
     groups: list[Group], figdir: Path, notes: Notes, truth_info: dict, log
 ) -> tuple[list[str], dict]:
@@ -1004,7 +1021,7 @@ def _gate_section(
             lines.append(f"**By radar corruption** (from `{truth_info['path']}`):")
             lines.append("")
             if len(c) and len(k):
-                lower = c.gate.mean() < k.gate.mean()
+                verdict, diff, se = gate_difference(c.gate.to_numpy(), k.gate.to_numpy())
                 labelled = gdf.assign(radar=corr.map({True: "corrupted", False: "clean"}))
                 fig_gate_by_condition(
                     labelled,
@@ -1014,8 +1031,8 @@ def _gate_section(
                 )
                 lines += [
                     f"Mean gate on {len(c)} windows overlapping a radar corruption: {c.gate.mean():.3f}; on "
-                    f"{len(k)} clean windows: {k.gate.mean():.3f}. The gate was "
-                    f"**{'lower' if lower else 'not lower'}** where the radar was corrupted.",
+                    f"{len(k)} clean windows: {k.gate.mean():.3f} (difference {diff:+.3f}, standard error "
+                    f"{se:.3f}). The gate was **{verdict}** where the radar was corrupted.",
                     "",
                     "![gate by corruption](figures/gate_by_corruption.png)",
                 ]
@@ -1024,7 +1041,9 @@ def _gate_section(
                     "gate_clean": float(k.gate.mean()),
                     "n_corrupted": int(len(c)),
                     "n_clean": int(len(k)),
-                    "lower_when_corrupted": bool(lower),
+                    "difference": diff,
+                    "standard_error": se,
+                    "verdict": verdict,
                 }
             else:
                 lines.append(
