@@ -4,14 +4,19 @@
 
 Measures, on generated data in a temporary folder:
 
-1. EquiPleth-format PNG crops: ``rpm preprocess equipleth`` frames/s (1 worker: PNG decode +
-   resize, rf.pkl decode, range FFT, quality figures, Zarr write) against decoding the same PNGs
-   only (PIL, 1 thread). Target: overhead below 25 %.
+1. EquiPleth-format PNG crops: ``rpm preprocess equipleth`` frames/s (PNG decode + resize,
+   rf.pkl decode, range FFT, quality figures, Zarr write) against decoding the same PNGs only
+   (PIL), both with 1 worker / 1 decoding thread and with 2 workers / 2 decoding threads (one per
+   core here). Target: overhead below 25 %.
 2. Full-frame H.264 (640x480) with MTCNN: ``rpm preprocess physdrive`` frames/s (1 worker, model
-   already loaded) against PyAV decoding of the same file only. Target: at least half the
-   decode-only rate on the CPU.
+   already loaded) against PyAV decoding of the same file only (``thread_type="AUTO"``, RGB
+   conversion included), with the default ``--min-face-frac 0.1`` and with 0.15. Target: at least
+   half the decode-only rate on the CPU.
 3. Bytes per stored video frame (compressed shards on disk) against uint8 raw and a float64 cache.
 4. Wall time of the EquiPleth recipe with 1 and 2 dask workers (threads) and the speed-up.
+
+Each timing is the best of ``--repeats`` runs (the machines are noisy; a slow outlier is load
+from elsewhere, not the code), and every pair being compared is measured side by side.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.equipleth import prepare_equipleth  # noqa: E402
-from pipeline.physdrive import iter_video_blocks, prepare_physdrive  # noqa: E402
+from pipeline.physdrive import prepare_physdrive  # noqa: E402
 from pipeline.synth_equipleth import synth_equipleth  # noqa: E402
 
 
@@ -42,46 +47,70 @@ def _video_bytes(store: Path) -> int:
     return sum(p.stat().st_size for p in store.rglob("*") if p.is_file() and "/video/c/" in p.as_posix())
 
 
-def bench_equipleth(tmp: Path, subjects: int, seconds: float) -> dict:
-    raw = tmp / "eq"
-    synth_equipleth(raw, subjects=subjects, trials=1, seconds=seconds, seed=0, crop_size=128, progress=False)
-    pngs = sorted((raw / "rgb_files").rglob("rgbd_rgb_*.png"))
-    t0 = time.perf_counter()
-    for p in pngs:
+def _decode_pngs(paths: list[Path]) -> int:
+    for p in paths:
         with Image.open(p) as im:
             np.asarray(im.convert("RGB"))
-    decode_s = time.perf_counter() - t0
+    return len(paths)
 
-    walls = {}
-    for workers in (1, 2):
-        store = tmp / f"eq_{workers}.zarr"
-        t0 = time.perf_counter()
-        manifest = prepare_equipleth(raw, store, tmp / "m", workers=workers, scheduler="threads")
-        walls[workers] = time.perf_counter() - t0
-        assert (manifest.status == "ok").all()
+
+def bench_equipleth(tmp: Path, subjects: int, seconds: float, repeats: int) -> dict:
+    from concurrent.futures import ThreadPoolExecutor
+
+    raw = tmp / "eq"
+    synth_equipleth(raw, subjects=subjects, trials=1, seconds=seconds, seed=0, crop_size=128, progress=False)
+    sessions = sorted((raw / "rgb_files").iterdir())
+    pngs = [sorted(d.glob("rgbd_rgb_*.png")) for d in sessions]
+    n_png = sum(len(p) for p in pngs)
+
+    decode_s, walls = {1: [], 2: []}, {1: [], 2: []}
+    manifest = None
+    for _ in range(repeats):
+        for workers in (1, 2):
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(workers) as pool:
+                assert sum(pool.map(_decode_pngs, pngs)) == n_png
+            decode_s[workers].append(time.perf_counter() - t0)
+            store = tmp / f"eq_{workers}.zarr"
+            shutil.rmtree(store, ignore_errors=True)
+            t0 = time.perf_counter()
+            manifest = prepare_equipleth(raw, store, tmp / "m", workers=workers, scheduler="threads")
+            walls[workers].append(time.perf_counter() - t0)
+            assert (manifest.status == "ok").all()
     frames = int(manifest.n_frames.sum())
     video_bytes = _video_bytes(tmp / "eq_1.zarr")
+    best = {w: min(walls[w]) for w in walls}
+    dec = {w: min(decode_s[w]) for w in decode_s}
+    # per frame: the recipe stores fewer frames than there are PNGs (the tail past the PPG / radar is
+    # not read), so the comparison is seconds per stored frame against seconds per decoded PNG
+    overhead = {w: (best[w] / frames) / (dec[w] / n_png) - 1.0 for w in (1, 2)}
     return {
         "sessions": subjects,
-        "png_files": len(pngs),
+        "seconds_per_session": seconds,
+        "png_files": n_png,
         "stored_frames": frames,
-        "decode_only_fps": len(pngs) / decode_s,
-        "preprocess_fps_1_worker": frames / walls[1],
-        "overhead_vs_decode": (walls[1] / frames) / (decode_s / len(pngs)) - 1.0,
+        "decode_only_fps": {"1_thread": n_png / dec[1], "2_threads": n_png / dec[2]},
+        "preprocess_fps": {"1_worker": frames / best[1], "2_workers": frames / best[2]},
+        "overhead_vs_decode": {"1_worker_vs_1_thread": overhead[1], "2_workers_vs_2_threads": overhead[2]},
         "target_overhead": 0.25,
-        "wall_s": {"1_worker": walls[1], "2_workers": walls[2]},
-        "speedup_2_vs_1_workers": walls[1] / walls[2],
+        "wall_s": {
+            "1_worker": walls[1],
+            "2_workers": walls[2],
+            "decode_1": decode_s[1],
+            "decode_2": decode_s[2],
+        },
+        "speedup_2_vs_1_workers": best[1] / best[2],
         "bytes_per_stored_frame": video_bytes / frames,
         "bytes_per_frame_uint8_raw": 128 * 128 * 3,
         "bytes_per_frame_float64_cache": 128 * 128 * 3 * 8,
     }
 
 
-def bench_h264(tmp: Path, seconds: float) -> dict:
+def bench_h264(tmp: Path, seconds: float, repeats: int) -> dict:
     from skimage import data
 
     from pipeline.face import get_mtcnn
-    from pipeline.video import write_video
+    from pipeline.video import iter_video, write_video
 
     root = tmp / "pd"
     sdir = root / "RGB and IR" / "AFH1" / "AS"
@@ -107,20 +136,36 @@ def bench_h264(tmp: Path, seconds: float) -> dict:
         columns=["subject", "session", "clip", "video_start", "radar_start", "radar_fps"],
     ).to_csv(root / "pairing.csv", index=False)
 
-    t0 = time.perf_counter()
-    decoded = sum(b.shape[0] for b, _ in iter_video_blocks(sdir / "RGB.mp4", 300))
-    decode_s = time.perf_counter() - t0
-    get_mtcnn()  # model load is a one-off per worker; not part of the per-frame rate
-    t0 = time.perf_counter()
-    manifest = prepare_physdrive(root, tmp / "pd.zarr", tmp / "m", workers=1, scheduler="threads")
-    prep_s = time.perf_counter() - t0
-    assert (manifest.status == "ok").all(), manifest.reason.tolist()
+    get_mtcnn("cpu", 32)  # model loads are one-offs per worker; not part of the per-frame rate
+    get_mtcnn("cpu", 48)
+    decode_s, prep_s = [], {0.1: [], 0.15: []}
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        decoded = sum(1 for _ in iter_video(sdir / "RGB.mp4")[1])
+        decode_s.append(time.perf_counter() - t0)
+        for frac in prep_s:
+            shutil.rmtree(tmp / "pd.zarr", ignore_errors=True)
+            t0 = time.perf_counter()
+            manifest = prepare_physdrive(
+                root, tmp / "pd.zarr", tmp / "m", workers=1, scheduler="threads", min_face_frac=frac
+            )
+            prep_s[frac].append(time.perf_counter() - t0)
+            assert (manifest.status == "ok").all(), manifest.reason.tolist()
     return {
         "frames": decoded,
         "resolution": "640x480",
-        "decode_only_fps": decoded / decode_s,
-        "preprocess_fps_1_worker": decoded / prep_s,
-        "ratio_to_decode": (decoded / prep_s) / (decoded / decode_s),
+        "decode_only_fps": decoded / min(decode_s),
+        "preprocess_fps_1_worker": decoded / min(prep_s[0.1]),
+        "ratio_to_decode": min(decode_s) / min(prep_s[0.1]),
+        "with_min_face_frac_0.15": {
+            "preprocess_fps_1_worker": decoded / min(prep_s[0.15]),
+            "ratio_to_decode": min(decode_s) / min(prep_s[0.15]),
+        },
+        "wall_s": {
+            "decode": decode_s,
+            "preprocess": prep_s[0.1],
+            "preprocess_min_face_frac_0.15": prep_s[0.15],
+        },
         "target_ratio": 0.5,
         "face_detection_rate": float(manifest.face_detection_rate.iloc[0]),
     }
@@ -129,13 +174,14 @@ def bench_h264(tmp: Path, seconds: float) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "preprocess_bench.json")
-    ap.add_argument("--subjects", type=int, default=4, help="EquiPleth sessions")
-    ap.add_argument("--seconds", type=float, default=20.0, help="length of each generated recording")
+    ap.add_argument("--subjects", type=int, default=6, help="EquiPleth sessions")
+    ap.add_argument("--seconds", type=float, default=30.0, help="length of each generated recording")
+    ap.add_argument("--repeats", type=int, default=3, help="runs per timing; the best is reported")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="rpm_bench_"))
     try:
-        eq = bench_equipleth(tmp, args.subjects, args.seconds)
-        h264 = bench_h264(tmp, args.seconds)
+        eq = bench_equipleth(tmp, args.subjects, args.seconds, args.repeats)
+        h264 = bench_h264(tmp, args.seconds, args.repeats)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     result = {
