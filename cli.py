@@ -32,6 +32,13 @@ class Dataset(StrEnum):
     folder = "folder"
 
 
+class SynthLayout(StrEnum):
+    """The layouts ``rpm synth`` writes (the folder layout is for users' own recordings)."""
+
+    equipleth = "equipleth"
+    physdrive = "physdrive"
+
+
 WorkdirOpt = Annotated[
     Path | None,
     typer.Option(
@@ -50,7 +57,7 @@ def _fail(exc: Exception) -> None:
 
 @app.command()
 def synth(
-    dataset: Annotated[Dataset, typer.Argument(help="Dataset layout to write (equipleth or physdrive).")],
+    dataset: Annotated[SynthLayout, typer.Argument(help="Dataset layout to write.")],
     out: Annotated[
         Path | None, typer.Option(help="Output root (default: <workdir>/data/raw/<dataset>).")
     ] = None,
@@ -94,7 +101,7 @@ def synth(
     if size not in ("small", "full"):
         _fail(ValueError(f"--size must be small or full, got {size!r}"))
     target = out or Workdir.resolve(workdir).raw(dataset.value)
-    if dataset == Dataset.equipleth:
+    if dataset == SynthLayout.equipleth:
         from pipeline.synth_equipleth import synth_equipleth
 
         table = synth_equipleth(
@@ -107,15 +114,13 @@ def synth(
             size=size,
         )
         typer.echo(f"wrote {len(table)} trials to {target}")
-    elif dataset == Dataset.physdrive:
+    else:
         from pipeline.synth_physdrive import synth_physdrive
 
         table = synth_physdrive(
             target, subjects=subjects, sessions=sessions, seconds=seconds, seed=seed, size=size
         )
         typer.echo(f"wrote {len(table)} sessions to {target}")
-    else:
-        _fail(ValueError(f"rpm synth writes equipleth or physdrive, not {dataset.value}"))
 
 
 @app.command()
