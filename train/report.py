@@ -294,6 +294,7 @@ class RunResult:
     log_steps: pd.DataFrame | None = None
     examples: dict = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # method -> why it was not evaluated
 
 
 def read_log_steps(run_dir: Path) -> pd.DataFrame | None:
@@ -387,16 +388,22 @@ def _evaluate_dataset(
     gt_waves = np.stack([ds[i]["bvp"].numpy()[: T - 1] for i in range(len(ds))])
     rel = pd.DataFrame([{"session": w.session, "subject": w.subject, "start": w.start} for w in ds.windows])
     rel["hr_true"] = hr_batch(gt_waves, fs=fs)
-    waves = {}
+    waves, skipped = {}, {}
     for kind in list(kinds):
         log(f"  {run_dir.name}: {kind} on {len(ds)} {dataset} test windows (release protocol)")
         model, kcfg, _ = models[kind]
-        try:
-            waves[kind] = predict_windows(kind, model, kcfg, ds, device)
-        except RuntimeError as exc:  # e.g. a teacher built for another radar layout (cross-dataset)
-            log(f"  {run_dir.name}: {kind} cannot run on {dataset} ({str(exc).splitlines()[0]}); skipped")
+        wanted = getattr(model, "in_channels", None)
+        if kind == "teacher" and wanted is not None and ds[0]["rf"].shape[0] != wanted:
+            # cross-dataset: a teacher trained on another radar layout (e.g. EquiPleth's 10 I/Q
+            # channels at 120 Hz) has no input for the target's radar (PhysDrive's 16 at 20 Hz)
+            skipped[kind] = (
+                f"it takes {wanted} radar channels and {dataset} has {ds[0]['rf'].shape[0]} "
+                f"(trained on {config.get('dataset', 'equipleth')})"
+            )
+            log(f"  {run_dir.name}: {kind} not evaluated on {dataset}: {skipped[kind]}")
             kinds.remove(kind)
             continue
+        waves[kind] = predict_windows(kind, model, kcfg, ds, device)
         rel[f"hr_{kind}"] = hr_batch(waves[kind], fs=fs)
     root = open_store(store, "r")
     traces = {s: rgb_trace(root[s]["video"][...]) for s in test}
@@ -497,6 +504,7 @@ def _evaluate_dataset(
         log_steps=read_log_steps(run_dir),
         examples=examples,
         missing=[k for k in NEURAL if k not in kinds],
+        skipped=skipped,
     )
 
 
@@ -1154,16 +1162,22 @@ def make_report(
         "",
         "**Groups**",
         "",
-        "| group | runs | seeds | dataset | labelled fraction | T |",
-        "|---|---|---|---|---|---|",
+        "| group | runs | seeds | trained on | tested on | labelled fraction | T |",
+        "|---|---|---|---|---|---|---|",
     ]
     for g in groups:
         md.append(
             f"| {g.label} | {', '.join(g.names)} | {', '.join(map(str, g.seeds))} | "
-            f"{', '.join(sorted({r.dataset for r in g.runs}))} | {g.config.get('labeled_frac')} | "
-            f"{g.runs[0].frames} |"
+            f"{g.config.get('dataset', 'equipleth')} | {', '.join(sorted({r.dataset for r in g.runs}))} | "
+            f"{g.config.get('labeled_frac')} | {g.runs[0].frames} |"
         )
     md.append("")
+    for g in groups:
+        for r in g.runs:
+            for kind, why in sorted(r.skipped.items()):
+                md.append(f"- Run `{r.name}`: {METHODS.get(kind, kind)} not evaluated on {r.dataset}: {why}.")
+    if any(r.skipped for g in groups for r in g.runs):
+        md.append("")
 
     md += ["## 1. Methods x datasets", ""]
     for p in PROTOCOLS.values():
