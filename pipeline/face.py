@@ -228,9 +228,8 @@ class FaceCropper:
         self._boxes = []
         self._open = open_frames
         self._pending: deque[tuple[int, np.ndarray]] = deque()
-        self._found: list[
-            tuple[int, np.ndarray]
-        ] = []  # recent (frame, raw centre-size), since the last reset
+        # recent (frame, raw centre-size) detections, since the last reset
+        self._found: list[tuple[int, np.ndarray]] = []
         self._anchor: tuple[int, np.ndarray] | None = None  # (frame, final box): frames >= it wait
         self._lead_dropped = 0
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtcnn", initializer=_one_torch_thread)
