@@ -231,6 +231,28 @@ def test_folder_recipe(tmp_path):
     np.testing.assert_allclose(g["bvp"][...], expect, atol=2e-3)
 
 
+def test_folder_recipe_with_mtcnn_keeps_the_frames_the_ppg_covers(tmp_path):
+    from test_physdrive import face_video
+
+    from pipeline.video import write_video
+
+    sdir = tmp_path / "rec" / "carol_1"
+    sdir.mkdir(parents=True)
+    n = 120  # 4 s of full 640x480 frames with a face: MTCNN crops them
+    write_video(sdir / "video.mp4", face_video(n, n, 3), 30.0)
+    np.save(sdir / "radar.npy", np.ones((200, 3), np.complex64))
+    t = 1.0 + np.arange(200) / 100  # PPG from 1.0 s to 2.99 s: frames 30..89
+    pd.DataFrame({"time_s": t, "ppg": np.sin(2 * np.pi * 1.1 * t)}).to_csv(sdir / "ppg.csv", index=False)
+    (sdir / "meta.json").write_text(json.dumps({"radar_fps": 50.0}))
+    row = prepare_folder(tmp_path / "rec", tmp_path / "f.zarr", tmp_path / "m", scheduler="sync").iloc[0]
+    assert row.status == "ok", row.reason
+    assert row.n_frames == 60 and row.face_detection_rate == 1.0
+    assert "video: 30 leading and 30 trailing frames without PPG dropped" in row.repairs
+    g = zarr.open_group(str(tmp_path / "f.zarr"), mode="r")["carol_1"]
+    assert g["video"].shape == (60, 128, 128, 3)
+    np.testing.assert_allclose(g["bvp"][...], np.sin(2 * np.pi * 1.1 * (30 + np.arange(60)) / 30), atol=2e-3)
+
+
 def test_window_dataset_reads_shift_from_clips(raw, done):
     from pipeline.split import make_splits
     from train.data import WindowDataset
