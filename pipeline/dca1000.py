@@ -231,12 +231,14 @@ def _count_lost(pn: np.ndarray) -> tuple[int, int]:
     return lost, discontinuities
 
 
-def decode_by_byte_count(capture: RfCapture) -> DecodedRadar:
+def decode_by_byte_count(capture: RfCapture, consume: bool = False) -> DecodedRadar:
     """Place each payload at ``byte_count / 2`` in the absolute stream and cut 2048-B frames.
 
     Frame f covers stream bytes [2048 f, 2048 (f + 1)) since capture start; a frame is valid only
     if all of its bytes arrived. The partial frame at the end of the stream is dropped.
     Raises :class:`RfFormatError` if two packets claim overlapping bytes with different content.
+    ``consume=True`` releases each payload (sets it to None in ``capture.payloads``) once placed,
+    so a long capture is not held twice; the capture cannot be decoded again afterwards.
     """
     pn, bc = capture.packet_nums, capture.byte_counts
     sizes = np.array([p.size for p in capture.payloads], dtype=np.int64)
@@ -256,9 +258,15 @@ def decode_by_byte_count(capture: RfCapture) -> DecodedRadar:
             f"(over {1 - 1 / MAX_STREAM_TO_RECEIVED:.0%} lost): byte counts corrupt or capture unusable",
         )
     stream = np.zeros(n_frames * VALUES_PER_FRAME, dtype=np.uint16)
-    covered = np.zeros(stream.size, dtype=bool)
+    valid = np.ones(n_frames, dtype=bool)
     order = np.argsort(offsets, kind="stable")
     prev_end, prev_idx = -1, -1
+    reach = 0  # the stream is covered up to here by the packets placed so far (in offset order)
+
+    def uncovered(lo_value: int, hi_value: int) -> None:  # values [lo, hi) arrived in no packet
+        if hi_value > lo_value:
+            valid[lo_value // VALUES_PER_FRAME : (hi_value - 1) // VALUES_PER_FRAME + 1] = False
+
     for i in order:
         lo = int(offsets[i])
         hi = min(lo + int(sizes[i]), stream.size)
@@ -273,7 +281,10 @@ def decode_by_byte_count(capture: RfCapture) -> DecodedRadar:
                 )
         if hi > lo:
             stream[lo:hi] = capture.payloads[i][: hi - lo]
-            covered[lo:hi] = True
+            uncovered(reach, min(lo, stream.size))
+            reach = max(reach, hi)
+        if consume:
+            capture.payloads[i] = None
         if lo + sizes[i] > prev_end:
             prev_end, prev_idx = int(lo + sizes[i]), int(i)
     # Packet numbers and byte counts must agree in order: a later packet cannot have sent fewer bytes.
@@ -282,7 +293,7 @@ def decode_by_byte_count(capture: RfCapture) -> DecodedRadar:
         raise RfFormatError(
             capture.path, "byte counts inconsistent: they decrease while packet numbers increase"
         )
-    valid = covered.reshape(n_frames, VALUES_PER_FRAME).all(axis=1)
+    uncovered(reach, stream.size)
     lost, disc = _count_lost(pn)
     adc = stream_to_frames(stream)
     adc[~valid] = 0
@@ -350,9 +361,11 @@ def decode_organizer(capture: RfCapture) -> DecodedRadar:
 DECODERS = {"bytecount": decode_by_byte_count, "organizer": decode_organizer}
 
 
-def decode_capture(capture: RfCapture, method: str = "bytecount") -> DecodedRadar:
+def decode_capture(capture: RfCapture, method: str = "bytecount", consume: bool = False) -> DecodedRadar:
+    """Decode with ``method`` (``bytecount`` or ``organizer``); ``consume`` as in
+    :func:`decode_by_byte_count` (the organizer decoder ignores it)."""
     try:
         decoder = DECODERS[method]
     except KeyError:
         raise ValueError(f"unknown rf decoder {method!r}; choose one of {sorted(DECODERS)}") from None
-    return decoder(capture)
+    return decoder(capture, consume=consume) if method == "bytecount" else decoder(capture)

@@ -185,13 +185,16 @@ def _longest_run(mask: np.ndarray) -> int:
     return int((np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)).max())
 
 
-def read_radar(rf_path: Path, decoder: str) -> tuple[np.ndarray, np.ndarray, int, dca1000.DecodedRadar]:
-    """rf.pkl -> (iq (N, 2, 5) float32, ok (N,) bool, chest bin, decoded capture with loss counts)."""
-    decoded = dca1000.decode_capture(dca1000.read_rf_pkl(rf_path), decoder)
-    profiles = radar.range_fft(decoded.adc)
-    chest_bin = radar.find_chest_bin(profiles, decoded.valid)
-    iq = radar.fill_lost_frames(radar.iq_window(profiles, chest_bin), decoded.valid)
-    return iq, decoded.valid, chest_bin, decoded
+def read_radar(rf_path: Path, decoder: str) -> tuple[np.ndarray, np.ndarray, int, dict]:
+    """rf.pkl -> (iq (N, 2, 5) float32, ok (N,) bool, chest bin, {"lost_packets", "discontinuities"}).
+
+    The capture is one pickle of the whole recording, so it is held whole; the decoder releases the
+    packets as it places them and only the ADC samples and the 19 bins near the chest outlive it.
+    """
+    decoded = dca1000.decode_capture(dca1000.read_rf_pkl(rf_path), decoder, consume=True)
+    iq, chest_bin = radar.chest_iq(decoded.adc, decoded.valid)
+    counts = {"lost_packets": decoded.lost_packets, "discontinuities": decoded.discontinuities}
+    return radar.fill_lost_frames(iq, decoded.valid), decoded.valid, chest_bin, counts
 
 
 def _load_label_pickle(path: Path):
@@ -276,7 +279,7 @@ def build_session(writer, root: Path, session: str, decoder: str, notes: tuple[s
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rf.pkl") as pool:
         radar_job = pool.submit(read_radar, rf_path, decoder)
         writer.write_video(_aligned_frames(frame_dir, n_video, radar_job, n_png, ppg.size, rf_path))
-        iq, ok, chest_bin, decoded = radar_job.result()
+        iq, ok, chest_bin, counts = radar_job.result()
     t = writer.n_frames
     if t < 2 * FPS or t > iq.shape[0] // RADAR_PER_FRAME:  # (the latter only for videos under 2 s)
         raise SessionError(
@@ -300,9 +303,9 @@ def build_session(writer, root: Path, session: str, decoder: str, notes: tuple[s
         radar_channel=radar.IQ_HALF_WIDTH,
         attrs={"ppg_offset": PPG_OFFSET, "rf_decoder": decoder},
         row={
-            "rf_lost_packets": decoded.lost_packets,
+            "rf_lost_packets": counts["lost_packets"],
             "rf_lost_frames": lost_frames,
-            "rf_discontinuities": decoded.discontinuities,
+            "rf_discontinuities": counts["discontinuities"],
             "repairs": "; ".join(repairs),
         },
     )

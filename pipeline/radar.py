@@ -41,6 +41,33 @@ def find_chest_bin(profiles: np.ndarray, valid: np.ndarray | None = None) -> int
     return int(np.argmax(mag.sum(axis=0))) + CHEST_BIN_LO
 
 
+def chest_iq(
+    adc: np.ndarray, valid: np.ndarray | None = None, half_width: int = IQ_HALF_WIDTH, block: int = 4096
+) -> tuple[np.ndarray, int]:
+    """:func:`find_chest_bin` + :func:`iq_window` on ADC samples without the full range profiles.
+
+    adc (N, 256) complex -> ((N, 2, 2*half_width+1) float32 [I, Q] / RF_SCALE, chest bin). The range
+    FFT runs ``block`` frames at a time and keeps only the bins a chest window can use (3..21), so
+    the largest array is the ADC input itself, not another (N, 256) complex one beside it.
+    """
+    lo, hi = CHEST_BIN_LO - half_width, CHEST_BIN_HI + half_width  # bins any window may touch
+    n = adc.shape[0]
+    near = np.empty((n, hi - lo), dtype=np.complex64)
+    mag = np.zeros(CHEST_BIN_HI - CHEST_BIN_LO, dtype=np.float64)
+    for i in range(0, n, block):
+        prof = np.fft.fft(np.asarray(adc[i : i + block], dtype=np.complex64), axis=-1)[:, lo:hi]
+        prof = prof.astype(np.complex64)  # as range_fft stores it
+        near[i : i + block] = prof
+        keep = slice(None) if valid is None else valid[i : i + block]
+        mag += np.abs(prof[keep, half_width : half_width + mag.size]).sum(axis=0, dtype=np.float64)
+    chest = int(np.argmax(mag)) + CHEST_BIN_LO
+    window = near[:, chest - half_width - lo : chest + half_width + 1 - lo]
+    out = np.empty((n, 2, 2 * half_width + 1), dtype=np.float32)
+    out[:, 0] = window.real / RF_SCALE
+    out[:, 1] = window.imag / RF_SCALE
+    return out, chest
+
+
 def iq_window(profiles: np.ndarray, center_bin: int, half_width: int = IQ_HALF_WIDTH) -> np.ndarray:
     """(N, 256) range profiles -> (N, 2, 2*half_width+1) float32 [I, Q] of bins around ``center_bin``.
 

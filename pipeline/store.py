@@ -159,7 +159,12 @@ class SessionWriter:
     def write_video(self, blocks: Iterable[np.ndarray]) -> int:
         """Append every frame of ``blocks`` ((n, H, W, 3) uint8, the same H, W throughout; the
         recipes write 128x128) to ``video``; returns the number of frames taken. The last shard may
-        still be on its way to the store: :meth:`finish` (or :meth:`close`) waits for it."""
+        still be on its way to the store: :meth:`finish` (or :meth:`close`) waits for it. A second
+        call continues the video only if the first ended on a shard boundary."""
+        if self.n_frames % SHARD_FRAMES:
+            raise StoreError(
+                f"{self.group_name}: the video already ends in a partial shard; write it in one call"
+            )
         buffers: list[np.ndarray] = []
         fill, which = 0, 0
         if self._pool is None:

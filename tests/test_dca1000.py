@@ -117,3 +117,32 @@ def test_conflicting_byte_counts_are_refused():
     cap.byte_counts[3] = cap.byte_counts[2]  # packet 3 claims packet 2's bytes
     with pytest.raises(RfFormatError, match="byte counts inconsistent"):
         decode_by_byte_count(cap)
+
+
+def test_chest_iq_equals_full_profiles_then_window():
+    rng = np.random.default_rng(5)
+    adc = (rng.normal(size=(700, 256)) + 1j * rng.normal(size=(700, 256))).astype(np.complex64) * 300
+    t = np.arange(256)
+    adc += (2500 * np.exp(2j * np.pi * 9 * t / 256)).astype(np.complex64)  # energy in range bin 9
+    valid = rng.random(700) > 0.2
+    profiles = radar.range_fft(adc)
+    chest = radar.find_chest_bin(profiles, valid)
+    iq, got = radar.chest_iq(adc, valid, block=128)
+    assert got == chest == 9
+    np.testing.assert_array_equal(iq, radar.iq_window(profiles, chest))
+
+
+def test_consuming_decode_releases_payloads_and_decodes_the_same():
+    rng = np.random.default_rng(6)
+    adc = (rng.integers(-2000, 2000, (40, 256)) + 1j * rng.integers(-2000, 2000, (40, 256))).astype(
+        np.complex64
+    )
+    cap = encode_capture(adc, "s", "e")
+    keep = np.sort(rng.choice(len(cap.payloads), len(cap.payloads) - 5, replace=False))
+    lossy = drop_and_shuffle(cap, rng.permutation(keep))
+    kept = drop_and_shuffle(cap, rng.permutation(keep))
+    ref = decode_by_byte_count(kept)
+    out = decode_by_byte_count(lossy, consume=True)
+    assert all(p is None for p in lossy.payloads) and not out.valid.all()
+    np.testing.assert_array_equal(out.valid, ref.valid)
+    np.testing.assert_array_equal(out.adc, ref.adc)
