@@ -8,17 +8,9 @@ import math
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
-
-from cli import app
+from test_e2e import run
 
 pytestmark = pytest.mark.slow
-
-
-def run(args, workdir):
-    result = CliRunner().invoke(app, [*args, "--workdir", str(workdir)], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.output
 
 
 @pytest.fixture(scope="module")
