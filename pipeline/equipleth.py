@@ -43,6 +43,7 @@ import pandas as pd
 from PIL import Image
 
 from pipeline import dca1000, radar
+from pipeline.face import square_resize
 from pipeline.recipe import Job, SessionData, SessionError, run_recipe, validate_store
 from pipeline.safe_pickle import UnsafePickleError, load_npy_object, load_pickle
 from pipeline.store import CROP_SIZE
@@ -108,12 +109,7 @@ def iter_frames(session_dir: Path, n_frames: int, size: int = CROP_SIZE, block: 
                     )
                 if im.mode != "RGB":
                     im = im.convert("RGB")
-                if im.size != (size, size):
-                    shrink = im.size[0] >= size and im.size[1] >= size
-                    im = im.resize(
-                        (size, size), Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR
-                    )
-                out[fill] = np.asarray(im)
+                out[fill] = np.asarray(square_resize(im, size))
         except SessionError:
             raise
         except Exception as exc:

@@ -125,6 +125,15 @@ def square_crop_boxes(boxes: np.ndarray, height: int, width: int, enlarge: float
     return np.stack([x0, y0, x0 + side, y0 + side], axis=1).astype(np.float32)
 
 
+def square_resize(im: Image.Image, size: int = CROP_SIZE) -> Image.Image:
+    """A PIL image resized to (size, size): area averaging (BOX) when shrinking, bilinear when
+    enlarging; an image already that size is returned as is."""
+    if im.size == (size, size):
+        return im
+    shrink = im.size[0] >= size and im.size[1] >= size
+    return im.resize((size, size), Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR)
+
+
 def crop_box(frame: np.ndarray, box, size: int = CROP_SIZE) -> np.ndarray:
     """Area-resize the sub-pixel ``box`` (x0, y0, x1, y1) of one (H, W, 3) frame to (size, size, 3).
 

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from pipeline.face import square_resize
 from pipeline.recipe import Job, SessionData, SessionError, run_recipe
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm")
@@ -118,11 +119,7 @@ def read_ppg(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def _resize(frames: np.ndarray, size: int = 128) -> np.ndarray:
     out = np.empty((frames.shape[0], size, size, 3), np.uint8)
     for i, f in enumerate(frames):
-        im = Image.fromarray(f)
-        shrink = im.size[0] >= size and im.size[1] >= size
-        out[i] = np.asarray(
-            im.resize((size, size), Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR)
-        )
+        out[i] = np.asarray(square_resize(Image.fromarray(f), size))
     return out
 
 
