@@ -132,6 +132,19 @@ def test_detect_wrapper_shapes_with_and_without_faces(setup):
         crop_faces(np.full((40, 120, 160, 3), 90, np.uint8), 30.0)
 
 
+def test_cpu_mtcnn_runs_channels_last_and_finds_the_same_boxes(setup):
+    import torch
+    from facenet_pytorch import MTCNN
+
+    _, frames = setup
+    small = frames[:4, ::2, ::2].copy()
+    fast = get_mtcnn("cpu", 20)
+    assert fast.onet.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    stock = MTCNN(device="cpu", min_face_size=20, select_largest=True, keep_all=False)
+    (a, found_a), (b, found_b) = detect_boxes(stock, small), detect_boxes(fast, small)
+    assert found_a.all() and found_b.all() and np.abs(a - b).max() < 1e-3
+
+
 def test_streaming_crop_matches_in_memory_crop(setup):
     wd, _ = setup
     frames, fps = read_video(wd / "face.mp4")
