@@ -147,13 +147,13 @@ class Yuv420Frame:
         rgb = _to_rgb(converter, frame, self.conv, threads=1)  # a face box is too small to split
         return rgb[y0 - ey0 : y1 - ey0, x0 - ex0 : x1 - ex0]
 
-    def rgb(self) -> np.ndarray:
-        """The whole frame as (H, W, 3) uint8 RGB, with a converter of its own (safe beside
-        :meth:`region` calls in another thread)."""
+    def rgb(self, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """The whole frame, or its integer ``box`` (x0, y0, x1, y1), as RGB uint8, with a converter
+        of its own (safe in a helper thread beside :meth:`region` calls)."""
         from av.video.reformatter import VideoReformatter
 
         h, w, _ = self.shape
-        return self.region(0, 0, w, h, converter=VideoReformatter())
+        return self.region(*(box or (0, 0, w, h)), converter=VideoReformatter())
 
 
 def _to_rgb(converter, frame, conv: ColourConversion, threads: int | None = None) -> np.ndarray:

@@ -84,6 +84,7 @@ class Counting:
 
 def run(box_of, n, **kw):
     source = Counting(frames_of(n))
+    kw.setdefault("roi_side", None)  # the scripted detector reads the frame index at pixel (0, 0)
     cropper = FaceCropper(FPS, mtcnn=ScriptedDetector(box_of), **kw)
     emitted = 0
     for block in cropper.crops(source):
@@ -149,3 +150,73 @@ def test_a_late_first_face_gets_the_lead_in_decoded_again():
 def test_no_face_anywhere_is_an_error_not_a_full_frame():
     with pytest.raises(FaceNotFoundError, match="no face found in any of the 6 detection frames"):
         run(lambda i: None, 50)
+
+
+# -- searching near the previous face first (roi_side) ---------------------------------------------
+
+
+class RectangleDetector:
+    """Finds the one saturated-blue rectangle in whatever image it is given (a whole frame or a
+    region of it) and counts the pixels it looked at: a detector whose answer is exact, so a region
+    search and a whole-frame search must agree to the last bit."""
+
+    def __init__(self):
+        self.pixels = 0
+
+    def detect(self, images):
+        out = []
+        for im in np.asarray(images):
+            self.pixels += im.shape[0] * im.shape[1]
+            rows, cols = np.nonzero(im[..., 2] == 255)
+            ok = rows.size > 0
+            box = [cols.min(), rows.min(), cols.max() + 1.0, rows.max() + 1.0] if ok else None
+            out.append(np.asarray([box], np.float32) if ok else None)
+        return np.array(out, dtype=object), None
+
+
+def rectangle_frames(centres, size=(240, 320), side=24) -> np.ndarray:
+    frames = np.full((len(centres), *size, 3), 90, np.uint8)
+    for f, (cx, cy) in zip(frames, centres, strict=True):
+        f[max(0, cy - side // 2) : cy + side // 2, max(0, cx - side // 2) : cx + side // 2] = (200, 60, 255)
+    return frames
+
+
+def crop_both_ways(frames):
+    results = []
+    for roi_side in (2.5, None):
+        detector = RectangleDetector()
+        cropper = FaceCropper(FPS, mtcnn=detector, roi_side=roi_side)
+        crops = np.concatenate(list(cropper.crops(lambda: iter(frames))))
+        results.append((cropper, crops, detector.pixels))
+    return results
+
+
+@pytest.mark.parametrize(
+    "motion",
+    [
+        "drift",  # slow motion: every keyframe after the first two is found in the region
+        "jump",  # the face jumps across the frame: the region misses, the whole frame finds it
+        "edge",  # the face moves fast enough to cross the region's edge: a cut box is not accepted
+    ],
+)
+def test_region_search_gives_the_whole_frame_answer(motion):
+    n = 120  # keyframes 0, 10, ..., 110 and 119
+    i = np.arange(n)
+    # the hint is two keyframes (20 frames) old; the region is 60 px wide around a 24 px face
+    if motion == "drift":
+        cx = 60 + i // 2  # 10 px per hint: inside the region
+    elif motion == "jump":
+        cx = np.where(i < 60, 60, 260)
+    else:
+        cx = 60 + i  # 20 px per hint: the face sticks out of the region's edge
+    (roi, roi_crops, roi_px), (full, full_crops, full_px) = crop_both_ways(
+        rectangle_frames([(int(x), 120) for x in cx])
+    )
+    assert np.array_equal(roi.box_array(), full.box_array()) and np.array_equal(roi_crops, full_crops)
+    assert roi.detection_rate == full.detection_rate == 1.0 and full.n_roi == 0
+    if motion == "drift":
+        assert roi.n_roi == roi.n_keys - 2 and roi_px < 0.2 * full_px  # the first two have no hint
+    elif motion == "jump":
+        assert roi.n_roi == roi.n_keys - 4  # no hint twice; the two keyframes after the jump miss
+    else:
+        assert roi.n_roi < roi.n_keys - 2  # some region answers were cut and thrown away
