@@ -86,7 +86,7 @@ def get_mtcnn(device: str = "cpu", min_face_size: int = 20):
     """A cached facenet-pytorch MTCNN with its bundled P/R/O-Net weights (no download).
 
     On the CPU its nets run channels-last: PyTorch's CPU max-pooling of the R/O-Net feature maps is
-    about 10x slower in NCHW, and the whole detection about 1.4x (same boxes to 1e-4 px, tested).
+    about 10x slower in NCHW, and the whole detection about 1.4x (same boxes within 1e-3 px, tested).
     """
     import torch
     from facenet_pytorch import MTCNN

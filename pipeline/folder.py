@@ -256,9 +256,10 @@ def prepare_folder(
         row = {"session": s, "dataset": dataset, "subject": subject, "trial": s, "skin_type": skin}
         jobs.append(Job(row=row, build=build_session, args=(root, s, min_face_rate, min_face_frac)))
     # version 2: one streaming face-crop pass (smoothing across the whole video, not per block)
+    # version 3: keyframes searched around the newest known face first (boxes move by a few pixels)
     params = {
         "recipe": "folder",
-        "version": 2,
+        "version": 3,
         "min_face_rate": min_face_rate,
         "min_face_frac": min_face_frac,
     }

@@ -335,9 +335,10 @@ def prepare_physdrive(
             )
         )
     # version 2: one streaming face-crop pass (smoothing across the whole video, not per block)
+    # version 3: keyframes searched around the newest known face first (boxes move by a few pixels)
     params = {
         "recipe": "physdrive",
-        "version": 2,
+        "version": 3,
         "min_face_rate": min_face_rate,
         "min_face_frac": min_face_frac,
     }
