@@ -66,8 +66,7 @@ class Yuv420Frame:
     routine computes each pixel from its own luma sample and the chroma sample of its 2x2 block, so
     a region cut on even coordinates converts bit-identically to the same region of the whole
     converted frame (``tests/test_video_yuv.py`` checks this for BT.601/709, limited/full range,
-    odd offsets and frame edges). Converting a face box instead of every pixel is most of what makes
-    face cropping cheaper than decoding to RGB.
+    odd offsets and frame edges). The face cropper converts a face box, not every pixel.
     """
 
     __slots__ = ("luma", "cb", "cr", "pix_fmt", "conv", "_converter", "__weakref__")
