@@ -483,28 +483,18 @@ class FaceCropper:
         self._lead_dropped = 0
 
 
-def crop_faces(
-    frames: np.ndarray,
-    fps: float,
-    size: int = CROP_SIZE,
-    detect_every: int | None = None,
-    enlarge: float = ENLARGE,
-    detect_side: int = DETECT_SIDE,
-    device: str | None = None,
-    mtcnn=None,
-    min_face_frac: float = MIN_FACE_FRAC,
-) -> tuple[np.ndarray, float, np.ndarray]:
+def crop_faces(frames: np.ndarray, fps: float, **cropper_kwargs) -> tuple[np.ndarray, float, np.ndarray]:
     """Face crops of an in-memory video: ``(crops (T, size, size, 3) uint8, detection_rate, boxes (T, 4))``.
 
     ``frames`` is (T, H, W, 3) uint8 RGB at ``fps``; ``boxes`` are the square crop boxes (x0, y0,
-    x1, y1) in full-frame pixels after enlarging and clamping. Same recipe as :class:`FaceCropper`.
-    Raises :class:`FaceNotFoundError` when no detection frame has a face, ``ValueError`` for
-    malformed input.
+    x1, y1) in full-frame pixels after enlarging and clamping. ``cropper_kwargs`` go to
+    :class:`FaceCropper` (same recipe, same defaults). Raises :class:`FaceNotFoundError` when no
+    detection frame has a face, ``ValueError`` for malformed input.
     """
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
         raise ValueError(f"expected non-empty (T, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}")
-    cropper = FaceCropper(fps, size, detect_every, enlarge, detect_side, device, mtcnn, min_face_frac)
+    cropper = FaceCropper(fps, **cropper_kwargs)
     crops = np.concatenate(list(cropper.crops(lambda: iter(frames))))
     return crops, cropper.detection_rate, cropper.box_array()
 
