@@ -28,7 +28,8 @@ def packed_planes(h: int, w: int, seed: int) -> np.ndarray:
         (480, 640, "yuv420p", "itu601", "MPEG"),
         (720, 1280, "yuv420p", "itu709", "MPEG"),
         (240, 322, "yuvj420p", "itu601", "JPEG"),  # width not a multiple of 4 or 16
-        (98, 134, "yuv420p", "bt2020", "JPEG"),
+        (98, 134, "yuv420p", "bt2020", "JPEG"),  # height 2 short of a multiple of 4
+        (10, 14, "yuv420p", "itu601", "MPEG"),
     ],
 )
 def test_region_equals_the_same_region_of_the_whole_frame(h, w, pix_fmt, matrix, crange):
@@ -42,9 +43,12 @@ def test_region_equals_the_same_region_of_the_whole_frame(h, w, pix_fmt, matrix,
     assert frame.shape == (h, w, 3) == whole.shape and frame.dtype == np.uint8
     assert np.array_equal(frame.rgb(), whole)
     rng = np.random.default_rng(0)
-    boxes = [(0, 0, w, h), (0, 0, 1, 1), (w - 1, h - 1, w, h), (1, 3, w - 1, h - 3)]
+    # whole frame; corners; regions 2 rows high at the top and bottom edges (widened by two rows
+    # inside the frame before conversion, then cut back)
+    boxes = [(0, 0, w, h), (0, 0, 1, 1), (w - 1, h - 1, w, h), (1, 3, w - 1, h - 3), (0, 0, w, 2)]
+    boxes += [(0, h - 2, w, h), (3, h - 6, w - 1, h)]
     for _ in range(40):  # odd and even offsets and sizes, some touching the edges
-        x0, y0 = int(rng.integers(0, w - 2)), int(rng.integers(0, h - 2))
+        x0, y0 = int(rng.integers(0, w - 2)), int(rng.integers(0, max(1, h - 2)))
         boxes.append((x0, y0, int(rng.integers(x0 + 1, w + 1)), int(rng.integers(y0 + 1, h + 1))))
     for x0, y0, x1, y1 in boxes:
         got = frame.region(x0, y0, x1, y1)
