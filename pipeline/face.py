@@ -67,6 +67,7 @@ MIN_FACE_FRAC = 0.1
 MAX_PENDING_S = 2.0
 IN_FLIGHT = 2
 ROI_SIDE = 2.5
+PREFETCH_FRAMES = 32  # decoded ahead of the cropper (about 1 s; 15 MB of 640x480 4:2:0 frames)
 
 
 class FaceNotFoundError(RuntimeError):
@@ -503,10 +504,16 @@ def open_video_crops(path: str | Path, **cropper_kwargs) -> tuple[float, FaceCro
     """Stream a video file through a :class:`FaceCropper`: ``(fps, cropper, crop blocks)``.
 
     Decoding is :func:`pipeline.video.iter_video` (raises its ``VideoError`` for an unreadable file,
-    here or while iterating). Memory stays a few seconds of full frames whatever the length.
+    here or while iterating), run in a helper thread up to ``PREFETCH_FRAMES`` (32) frames ahead of
+    the cropper (:func:`pipeline.video.prefetch`), so the decoder keeps working while a block of
+    faces is cut. Memory stays a few seconds of full frames whatever the length.
     """
-    from pipeline.video import iter_video
+    from pipeline.video import iter_video, prefetch
 
     fps, _ = iter_video(path)
     cropper = FaceCropper(fps, **cropper_kwargs)
-    return fps, cropper, cropper.crops(lambda: iter_video(path, yuv=True)[1])
+    return (
+        fps,
+        cropper,
+        cropper.crops(lambda: prefetch(iter_video(path, yuv=True)[1], PREFETCH_FRAMES, name="decode")),
+    )

@@ -16,6 +16,8 @@ face cropper) that need RGB only for a part of each frame.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -235,6 +237,62 @@ def iter_video(path: str | Path, yuv: bool = False) -> tuple[float, Iterator]:
             raise VideoError(f"{path}: the video stream has no decodable frames")
 
     return fps, frames()
+
+
+def prefetch(items: Iterator, depth: int, name: str = "prefetch") -> Iterator:
+    """Run the iterator ``items`` in a helper thread, at most ``depth`` items ahead of the consumer.
+
+    PyAV's frame-threaded decoder decodes only while its caller is asking for frames: a consumer
+    that spends a while on some frames (the face cropper cutting a block of 30 faces at once) leaves
+    the decoder's threads idle meanwhile, and they can then run only a few frames ahead. With the
+    decoding loop in its own thread they keep going (decoding releases the GIL).
+
+    Items come out in order. An exception raised by ``items`` is raised here, after the items before
+    it. Closing this generator (or dropping it) stops the helper thread after at most the item it is
+    producing, and ``items`` is closed in that thread (a generator must be closed by the thread that
+    runs it). ``depth`` bounds memory: at most ``depth`` + 1 items are alive in the helper.
+    """
+    if depth < 1:
+        raise ValueError(f"depth must be at least 1, got {depth}")
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((end, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            put((None, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name=name, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, exc = buffer.get()
+            if exc is not None:
+                raise exc
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def read_video(path: str | Path, max_frames: int | None = None) -> tuple[np.ndarray, float]:
