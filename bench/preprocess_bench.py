@@ -9,11 +9,13 @@ Measures, on generated data in a temporary folder:
    (PIL), both with 1 worker / 1 decoding thread and with 2 workers / 2 decoding threads (one per
    core here). Target: overhead below 25 %.
 2. Full-frame H.264 with MTCNN: ``rpm preprocess physdrive`` frames/s (1 worker, model already
-   loaded) against decoding the same file only, for three videos: a flat 640x480 one that is
-   almost free to decode, and camera-like 640x480 and 1280x720 ones (texture, shake, sensor
-   noise). Decode-only is ``pipeline.video.iter_video`` (PyAV, ``thread_type="AUTO"``, RGB
-   conversion included, the function every RGB consumer uses); decoding to YUV with no RGB at all
-   is recorded too. Target: at least half the decode-only rate.
+   loaded; faces tracked between keyframes, as by default) against decoding the same file only,
+   for three videos: a flat 640x480 one that is almost free to decode, and camera-like 640x480 and
+   1280x720 ones (texture, shake, sensor noise). Decode-only is ``pipeline.video.iter_video``
+   (PyAV, ``thread_type="AUTO"``, RGB conversion included, the function every RGB consumer uses);
+   decoding to YUV with no RGB at all is recorded too. Target: at least half the decode-only rate.
+   Also recorded: how many keyframes were tracked, and how far the tracked crop boxes are from
+   full detection at every keyframe.
 3. Bytes per stored video frame (compressed shards on disk) against uint8 raw and a float64 cache.
 4. Wall time of the EquiPleth recipe with 1 and 2 dask workers (threads) and the speed-up.
 
@@ -157,6 +159,37 @@ def _decode_yuv_only(path: Path) -> int:
     return n
 
 
+def _tracking_agreement(path: Path) -> dict:
+    """Face boxes with tracking between keyframes (the default) against full detection at every
+    keyframe, on the same file: how many keyframes were tracked, and the per-frame difference of the
+    crop boxes' centres and sides as a share of the full-detection side."""
+    from pipeline.face import open_video_crops
+
+    boxes = {}
+    for track in (True, False):
+        _, cropper, blocks = open_video_crops(path, track=track)
+        for _ in blocks:
+            pass
+        boxes[track] = cropper.box_array().astype(np.float64)
+        if track:
+            keys, tracked = cropper.n_keys, cropper.n_track
+    a, b = boxes[True], boxes[False]
+    side = b[:, 2] - b[:, 0]
+    centre = np.hypot(
+        (a[:, 0] + a[:, 2] - b[:, 0] - b[:, 2]) / 2, (a[:, 1] + a[:, 3] - b[:, 1] - b[:, 3]) / 2
+    )
+    size = np.abs((a[:, 2] - a[:, 0]) - side)
+    return {
+        "keyframes": keys,
+        "tracked_keyframes": tracked,
+        "centre_difference_of_side": {
+            "mean": float(np.mean(centre / side)),
+            "max": float(np.max(centre / side)),
+        },
+        "side_difference_of_side": {"mean": float(np.mean(size / side)), "max": float(np.max(size / side))},
+    }
+
+
 def bench_h264(tmp: Path, seconds: float, repeats: int, kind: str) -> dict:
     from pipeline.face import get_mtcnn
     from pipeline.video import iter_video, write_video
@@ -208,6 +241,7 @@ def bench_h264(tmp: Path, seconds: float, repeats: int, kind: str) -> dict:
         "ratio_to_decode_yuv_only": min(yuv_s) / min(prep_s),
         "target_ratio": 0.5,
         "face_detection_rate": float(manifest.face_detection_rate.iloc[0]),
+        "tracking_vs_full_detection": _tracking_agreement(sdir / "RGB.mp4"),
         "wall_s": {"decode": decode_s, "decode_yuv_only": yuv_s, "preprocess": prep_s},
     }
 
