@@ -64,3 +64,39 @@ def test_tracking_hands_a_face_that_jumped_to_the_detector(frames):
     assert tracked.n_track == tracked.n_keys - 2  # the first keyframe and the one after the jump
     centre, size = deviation(tracked.box_array(), detected.box_array())
     assert centre.max() < 0.03 and size.max() < 0.08
+
+
+def two_heads(n: int, late_side: int) -> np.ndarray:
+    """640x480 frames: a 150 px head on the left all along, and from frame n // 2 on a larger head
+    (``late_side`` px) on the right, as when a passenger leans into the picture."""
+    from PIL import Image
+    from skimage.data import astronaut
+
+    def head(side):
+        return np.asarray(Image.fromarray(astronaut()[0:300, 76:376]).resize((side, side), Image.BILINEAR))
+
+    rng = np.random.default_rng(3)
+    frames = np.empty((n, 480, 640, 3), np.uint8)
+    left, right = head(150), head(late_side)
+    for i in range(n):
+        img = np.full((480, 640, 3), (96.0, 110.0, 120.0)) + 1.5 * rng.standard_normal((480, 640, 3))
+        img[165:315, 60:210] = left
+        if i >= n // 2:
+            y0 = 240 - late_side // 2
+            img[y0 : y0 + late_side, 380 : 380 + late_side] = right
+        frames[i] = np.clip(img, 0, 255).astype(np.uint8)
+    return frames
+
+
+def test_a_second_larger_face_does_not_take_over_a_followed_face():
+    """Tracking (and the search near the face) keep the face already followed; detecting the whole
+    frame at every keyframe switches to whichever face is largest."""
+    frames = two_heads(240, late_side=220)
+    followed = crop(frames, True)
+    largest = FaceCropper(FPS, device="cpu", track=False, roi_side=None)
+    assert sum(len(b) for b in largest.crops(lambda: iter(frames))) == len(frames)
+    cx_followed = (followed.box_array()[:, 0] + followed.box_array()[:, 2]) / 2
+    cx_largest = (largest.box_array()[:, 0] + largest.box_array()[:, 2]) / 2
+    assert (cx_followed < 250).all()  # the left head throughout
+    assert (cx_largest[:60] < 250).all() and (cx_largest[-60:] > 400).all()  # the right one once there
+    assert followed.n_track >= followed.n_keys - 2
