@@ -163,30 +163,19 @@ def _tracking_agreement(path: Path) -> dict:
     """Face boxes with tracking between keyframes (the default) against full detection at every
     keyframe, on the same file: how many keyframes were tracked, and the per-frame difference of the
     crop boxes' centres and sides as a share of the full-detection side."""
-    from pipeline.face import open_video_crops
+    from pipeline.face import box_difference, open_video_crops
 
-    boxes = {}
+    croppers = {}
     for track in (True, False):
-        _, cropper, blocks = open_video_crops(path, track=track)
+        _, croppers[track], blocks = open_video_crops(path, track=track)
         for _ in blocks:
             pass
-        boxes[track] = cropper.box_array().astype(np.float64)
-        if track:
-            keys, tracked = cropper.n_keys, cropper.n_track
-    a, b = boxes[True], boxes[False]
-    side = b[:, 2] - b[:, 0]
-    centre = np.hypot(
-        (a[:, 0] + a[:, 2] - b[:, 0] - b[:, 2]) / 2, (a[:, 1] + a[:, 3] - b[:, 1] - b[:, 3]) / 2
-    )
-    size = np.abs((a[:, 2] - a[:, 0]) - side)
+    centre, side = box_difference(croppers[True].box_array(), croppers[False].box_array())
     return {
-        "keyframes": keys,
-        "tracked_keyframes": tracked,
-        "centre_difference_of_side": {
-            "mean": float(np.mean(centre / side)),
-            "max": float(np.max(centre / side)),
-        },
-        "side_difference_of_side": {"mean": float(np.mean(size / side)), "max": float(np.max(size / side))},
+        "keyframes": croppers[True].n_keys,
+        "tracked_keyframes": croppers[True].n_track,
+        "centre_difference_of_side": {"mean": float(centre.mean()), "max": float(centre.max())},
+        "side_difference_of_side": {"mean": float(side.mean()), "max": float(side.max())},
     }
 
 

@@ -205,6 +205,16 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
+def box_difference(boxes: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """How far (T, 4) square crop boxes are from ``reference`` ones, frame by frame: the distance
+    between centres and the difference of sides, each as a share of the reference side."""
+    a, b = np.asarray(boxes, np.float64), np.asarray(reference, np.float64)
+    side = b[:, 2] - b[:, 0]
+    dx = (a[:, 0] + a[:, 2] - b[:, 0] - b[:, 2]) / 2
+    dy = (a[:, 1] + a[:, 3] - b[:, 1] - b[:, 3]) / 2
+    return np.hypot(dx, dy) / side, np.abs((a[:, 2] - a[:, 0]) - side) / side
+
+
 def crop_box(frame, box, size: int = CROP_SIZE) -> np.ndarray:
     """Area-resize the sub-pixel ``box`` (x0, y0, x1, y1) of one (H, W, 3) frame to (size, size, 3).
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.face import FaceCropper
+from pipeline.face import FaceCropper, box_difference
 from pipeline.video import synthetic_face_frames
 
 FPS = 30.0
@@ -26,22 +26,13 @@ def crop(frames, track: bool) -> FaceCropper:
     return cropper
 
 
-def deviation(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-frame centre distance and size difference of two (T, 4) square-box arrays, as a share of
-    ``b``'s side."""
-    side = b[:, 2] - b[:, 0]
-    dx = (a[:, 0] + a[:, 2] - b[:, 0] - b[:, 2]) / 2
-    dy = (a[:, 1] + a[:, 3] - b[:, 1] - b[:, 3]) / 2
-    return np.hypot(dx, dy) / side, np.abs((a[:, 2] - a[:, 0]) - side) / side
-
-
 def test_tracking_follows_the_face_like_full_detection(frames):
     tracked, detected = crop(frames, True), crop(frames, False)
     assert tracked.n_keys == detected.n_keys == 11  # frames 0, 30, ..., 270 and 299
     # every keyframe but the first (no earlier face) is tracked; none is without tracking
     assert tracked.n_track == tracked.n_keys - 1 and detected.n_track == 0
     assert tracked.detection_rate == detected.detection_rate == 1.0
-    centre, size = deviation(tracked.box_array(), detected.box_array())
+    centre, size = box_difference(tracked.box_array(), detected.box_array())
     assert centre.max() < 0.03 and size.max() < 0.08
 
 
@@ -62,7 +53,7 @@ def test_tracking_hands_a_face_that_jumped_to_the_detector(frames):
     tracked, detected = crop(jumped, True), crop(jumped, False)
     assert tracked.detection_rate == detected.detection_rate == 1.0
     assert tracked.n_track == tracked.n_keys - 2  # the first keyframe and the one after the jump
-    centre, size = deviation(tracked.box_array(), detected.box_array())
+    centre, size = box_difference(tracked.box_array(), detected.box_array())
     assert centre.max() < 0.03 and size.max() < 0.08
 
 
