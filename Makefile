@@ -21,8 +21,9 @@ lint: $(STAMP)
 test: lint
 	$(VENV)/bin/python -m pytest -q
 
+# Every bench script in turn, default options; each writes bench/results/<name>.json (docs/benchmarks.md).
 bench: $(STAMP)
-	$(VENV)/bin/python bench/run.py
+	set -e; for script in bench/*_bench.py; do echo "== $$script"; $(VENV)/bin/python $$script; done
 
 clean-demo:
 	rm -rf $(WORKDIR)
