@@ -6,10 +6,11 @@ Both work on the stored arrays, so every recipe computes them the same way.
   the phasor along a circle around the static reflections of the same bin, so a circle is fitted
   to the I/Q points (algebraic least squares) and the unwrapped angle about its centre is taken:
   it is proportional to the chest displacement (lambda / 4 pi per radian). It is band-passed to the
-  cardiac band 0.75-3 Hz (45-180 bpm, 4th-order Butterworth, zero phase). Frames with
-  ``radar_ok`` False are left out of every estimate.
-* **Radar SNR** (``radar_snr_db``): on the periodogram of that signal, the power within +-0.1 Hz of
-  the strongest cardiac-band peak and of its second harmonic, over the rest of the band, in dB.
+  cardiac band 0.75-3 Hz (45-180 bpm, 4th-order Butterworth, zero phase;
+  :func:`pipeline.spectrum.bandpass`). Frames with ``radar_ok`` False are left out of every estimate.
+* **Radar SNR** (``radar_snr_db``, :func:`pipeline.spectrum.snr_db`): on the periodogram of that
+  signal, the power within +-0.1 Hz of the strongest cardiac-band peak and of its second harmonic,
+  over the rest of the band, in dB.
 * **Lag** (``radar_lag_s``): the BVP (on the video clock) is interpolated onto the radar frame
   times, both are band-passed and z-scored, and the normalised cross-correlation is scanned over
   lags of +-``max_lag_s`` (2 s) with the biased estimator (normalised by the whole signals'
@@ -25,17 +26,8 @@ Both work on the stored arrays, so every recipe computes them the same way.
 from __future__ import annotations
 
 import numpy as np
-from scipy import signal
 
-CARDIAC_BAND_HZ = (0.75, 3.0)
-
-
-def _bandpass(x: np.ndarray, fs: float, band=CARDIAC_BAND_HZ, order: int = 4) -> np.ndarray:
-    hi = min(band[1], 0.45 * fs)
-    sos = signal.butter(order, [band[0], hi], btype="bandpass", fs=fs, output="sos")
-    if x.size <= 3 * 2 * order * 3:
-        return x - x.mean()
-    return signal.sosfiltfilt(sos, x)
+from pipeline.spectrum import bandpass, snr_db
 
 
 def fit_circle_centre(i: np.ndarray, q: np.ndarray) -> tuple[float, float]:
@@ -63,23 +55,6 @@ def radar_cardiac_signal(radar: np.ndarray, channel: int, ok: np.ndarray | None 
     return out
 
 
-def snr_db(x: np.ndarray, fs: float, band=CARDIAC_BAND_HZ, half_width_hz: float = 0.1) -> float:
-    """Cardiac-band SNR of ``x`` (see the module docstring); NaN when too short or silent."""
-    x = np.asarray(x, dtype=np.float64)
-    if x.size < 4 * fs or not np.any(x):
-        return float("nan")
-    f, p = signal.periodogram(_bandpass(x, fs), fs=fs, window="hann", nfft=max(4096, x.size))
-    in_band = (f >= band[0]) & (f <= band[1])
-    if not in_band.any():
-        return float("nan")
-    f0 = f[in_band][np.argmax(p[in_band])]
-    sig = in_band & ((np.abs(f - f0) <= half_width_hz) | (np.abs(f - 2 * f0) <= half_width_hz))
-    noise = in_band & ~sig
-    if p[noise].sum() <= 0:
-        return float("inf")
-    return float(10 * np.log10(p[sig].sum() / p[noise].sum()))
-
-
 def estimate_lag(
     bvp: np.ndarray,
     fps: float,
@@ -96,8 +71,8 @@ def estimate_lag(
     inside = use & (t_rf <= t_v[-1])
     if inside.sum() < 6 * radar_fps:
         return float("nan"), float("nan")
-    v = _bandpass(np.interp(t_rf, t_v, np.asarray(bvp, np.float64)), radar_fps)
-    r = _bandpass(np.where(use, radar_sig, 0.0), radar_fps)
+    v = bandpass(np.interp(t_rf, t_v, np.asarray(bvp, np.float64)), radar_fps)
+    r = bandpass(np.where(use, radar_sig, 0.0), radar_fps)
     max_k = int(round(max_lag_s * radar_fps))
     v = np.where(inside, v, 0.0)
     r = np.where(use, r, 0.0)

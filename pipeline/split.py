@@ -13,12 +13,13 @@ Protocols for choosing test subjects (intra-dataset unless ``cross``):
 The non-test subjects are split train:val = (1 - val_frac):val_frac (default 4:1) with the seed.
 
 Clips (:func:`make_clips`): windows of ``frames`` video frames (default 256) at ``stride`` (30)
-over every split session. Labelled subjects: a seeded ceil(F * n) of the training subjects (the
-same rule and draw as ``train.trainer.labeled_subjects``), column ``labeled``; val and test clips
-are always labelled (their labels select and evaluate models). Sync-shift injection: each training
-clip draws u ~ U[0, 1) from a generator seeded by the seed (in clip order); if u < P and the
-shifted radar window still fits in the session, its radar window starts ``shift_frames`` video
-frames later (``shift_frames`` column, ``radar_start``); the stored data are never shifted.
+over every split session (:func:`pipeline.spectrum.window_starts`). Labelled subjects
+(:func:`labeled_subjects`, which the trainer also uses): a seeded ceil(F * n) of the training
+subjects, column ``labeled``; val and test clips are always labelled (their labels select and
+evaluate models). Sync-shift injection: each training clip draws u ~ U[0, 1) from a generator
+seeded by the seed (in clip order); if u < P and the shifted radar window still fits in the session,
+its radar window starts ``shift_frames`` video frames later (``shift_frames`` column,
+``radar_start``); the stored data are never shifted.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from manifests import CLIP_COLUMNS, SPLIT_COLUMNS, read_sessions
+from pipeline.spectrum import window_starts
 
 
 class SplitError(ValueError):
@@ -61,7 +63,8 @@ def train_val_subjects(subjects: list[str], seed: int, val_ratio: float = 0.2) -
 
 
 def labeled_subjects(train_subjects: list[str], frac: float, seed: int) -> list[str]:
-    """A seeded ceil(frac * n) subset of the (sorted) training subjects (as the trainer draws it)."""
+    """A seeded ceil(frac * n) subset of the (sorted) training subjects; ``rpm split`` and ``rpm train``
+    both draw with this. Raises SplitError unless 0 < frac <= 1 selects at least one subject."""
     subjects = sorted_subjects(train_subjects)
     n = math.ceil(frac * len(subjects) - 1e-9)
     if not 0.0 < frac <= 1.0 or n == 0:
@@ -197,7 +200,7 @@ def make_clips(
         n = int(r.n_frames)
         fps = float(r.fps) if "fps" in r and pd.notna(r.fps) else 30.0
         radar_fps = float(r.radar_fps) if "radar_fps" in r and pd.notna(r.radar_fps) else 120.0
-        starts = list(range(0, n - frames + 1, stride)) if n >= frames else []
+        starts = window_starts(n, frames, stride)
         shifts = []
         for s in starts:
             shift = 0

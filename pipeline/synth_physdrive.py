@@ -451,41 +451,17 @@ def render_session_frames(plan: SessionPlan, driver: Driver):
         yield r.frame(i)
 
 
-def _prefetch(frames, depth: int = 4):
-    """Iterate ``frames`` in a background thread (numpy rendering overlaps the x264 encode)."""
-    import queue
-    import threading
-
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-
-    def work():
-        try:
-            for f in frames:
-                q.put(f)
-            q.put(done)
-        except BaseException as exc:  # surfaced in the consumer
-            q.put(exc)
-
-    threading.Thread(target=work, daemon=True).start()
-    while True:
-        item = q.get()
-        if item is done:
-            return
-        if isinstance(item, BaseException):
-            raise item
-        yield item
-
-
 def write_mp4(path: Path, frames, n: int) -> None:
     import av
+
+    from pipeline.video import prefetch
 
     with av.open(str(path), "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=int(VIDEO_FPS))
         stream.width, stream.height = FRAME_HW[1], FRAME_HW[0]
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": CRF, "preset": "veryfast", "threads": "1"}
-        for img in _prefetch(frames):
+        for img in prefetch(frames, 4, name="render"):  # numpy rendering overlaps the x264 encode
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
             for packet in stream.encode(frame):
                 container.mux(packet)

@@ -5,8 +5,8 @@ import pytest
 from PIL import Image
 from skimage.data import astronaut
 
+from pipeline.spectrum import hr_from_psd
 from train.classical import centre_ellipse, classical_wave, rgb_trace, skin_roi
-from train.evaluate import hr_from_psd
 
 FS = 30.0
 

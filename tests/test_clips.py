@@ -87,10 +87,6 @@ def test_labeled_subjects_reproducible_and_sized():
     a = labeled_subjects(train, 0.4, seed=3)
     assert a == labeled_subjects(list(reversed(train)), 0.4, seed=3) and len(a) == 4
     assert labeled_subjects(train, 0.4, seed=4) != a or labeled_subjects(train, 0.4, seed=5) != a
-    from train import trainer
-
-    if hasattr(trainer, "labeled_subjects"):  # the trainer draws the same subjects
-        assert trainer.labeled_subjects(train, 0.4, 3) == a
 
 
 def test_clips_windows_and_radar_index():

@@ -3,7 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from train.evaluate import hr_from_psd, hr_metrics
+from pipeline.spectrum import hr_from_psd
+from train.evaluate import hr_metrics
 
 
 @pytest.mark.parametrize("bpm", [48.0, 61.3, 75.0, 102.7, 150.0, 175.0])

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from scipy import signal
 
 from pipeline.dca1000 import decode_capture, read_rf_pkl, write_rf_pkl
 from pipeline.equipleth import read_radar
 from pipeline.physio import simulate_physiology
 from pipeline.radar import RF_SCALE, find_chest_bin, range_fft
+from pipeline.spectrum import bandpass, hr_from_psd, snr_db
 from pipeline.synth_equipleth import (
     corruption_intervals,
     lost_frame_mask,
@@ -27,6 +27,7 @@ from pipeline.synth_equipleth import (
     synth_equipleth,
 )
 from pipeline.synth_scene import Conditions, render_face_clip
+from train.classical import centre_ellipse, pos, rgb_trace
 
 SECONDS = 10.0
 SUBJECTS = 3
@@ -43,13 +44,6 @@ def dataset(tmp_path_factory):
     df = synth_equipleth(out, **ARGS)
     truth = json.loads((out / "synth_truth.json").read_text())
     return out, df, truth
-
-
-def _peak_bpm(x: np.ndarray, fs: float, lo_bpm: float = 45.0, hi_bpm: float = 180.0) -> float:
-    x = signal.detrend(np.asarray(x, dtype=np.float64))
-    f, p = signal.periodogram(x, fs=fs, window="hann", nfft=max(1 << 16, x.size))
-    band = (f >= lo_bpm / 60.0) & (f <= hi_bpm / 60.0)
-    return float(60.0 * f[band][np.argmax(p[band])])
 
 
 def _frames(rgb_dir: Path) -> np.ndarray:
@@ -179,12 +173,10 @@ def test_radar_phase_carries_heart_rate(dataset, name):
     dec = decode_capture(read_rf_pkl(out / "rf_files" / name / "rf.pkl"))
     profiles = range_fft(dec.adc)
     phase = np.unwrap(np.angle(profiles[:, find_chest_bin(profiles)]))
-    sos = signal.butter(4, [0.7, 3.0], btype="bandpass", fs=120.0, output="sos")
-    cardiac = signal.sosfiltfilt(sos, phase)
     hr = truth["trials"][f"v_{name}"]["mean_hr_bpm"]
-    assert abs(_peak_bpm(cardiac, 120.0) - hr) <= 4.0
+    assert abs(hr_from_psd(phase, 120.0) - hr) <= 4.0
     # Respiration dominates the raw phase: its peak is below the cardiac band.
-    assert _peak_bpm(phase, 120.0, lo_bpm=5.0, hi_bpm=180.0) < 30.0
+    assert hr_from_psd(phase, 120.0, lo_bpm=5.0, hi_bpm=180.0) < 30.0
 
 
 # --------------------------------------------------------------------------- PPG and video
@@ -194,7 +186,7 @@ def test_radar_phase_carries_heart_rate(dataset, name):
 def test_ppg_rate(dataset, name):
     out, _, truth = dataset
     ppg = np.load(out / "rgb_files" / f"v_{name}" / "rgbd_ppg.npy")
-    assert abs(_peak_bpm(ppg, 30.0) - truth["trials"][f"v_{name}"]["mean_hr_bpm"]) <= 3.0
+    assert abs(hr_from_psd(ppg, 30.0) - truth["trials"][f"v_{name}"]["mean_hr_bpm"]) <= 3.0
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -205,11 +197,10 @@ def test_video_pulses_at_heart_rate_and_matches_label_offset(dataset, name):
     rgb = out / "rgb_files" / f"v_{name}"
     green = _skin_green(_frames(rgb))
     hr = truth["trials"][f"v_{name}"]["mean_hr_bpm"]
-    assert abs(_peak_bpm(green, 30.0) - hr) <= 4.0
+    assert abs(hr_from_psd(green, 30.0) - hr) <= 4.0
     # Label convention: video frame t shows the pulse stored at PPG index t + 25 (more blood, darker skin).
-    sos = signal.butter(2, [0.7, 3.5], btype="bandpass", fs=30.0, output="sos")
-    label = signal.sosfiltfilt(sos, np.load(rgb / "rgbd_ppg.npy"))
-    video = -signal.sosfiltfilt(sos, green)
+    label = bandpass(np.load(rgb / "rgbd_ppg.npy"), 30.0)
+    video = -bandpass(green, 30.0)
     n = N_FRAMES - 25 - 10
     corr = {
         lag: np.corrcoef(video[10 : 10 + n - 10], label[25 + 10 + lag : 25 + n + lag])[0, 1]
@@ -289,31 +280,7 @@ def test_physiology_ranges_and_timing():
 
 def _roi_trace(frames: np.ndarray) -> np.ndarray:
     """(T, 3) mean RGB over a fixed central ellipse (cheeks, nose, forehead of a face crop)."""
-    _, h, w, _ = frames.shape
-    yy, xx = np.mgrid[0:h, 0:w]
-    roi = ((yy - (h - 1) / 2) / (0.30 * h)) ** 2 + ((xx - (w - 1) / 2) / (0.25 * w)) ** 2 <= 1
-    return frames[:, roi, :].astype(np.float64).mean(1)
-
-
-def _pos(trace: np.ndarray, fs: float = 30.0) -> np.ndarray:
-    """POS (Wang et al. 2017): 1.6 s windows, projection [[0, 1, -1], [-2, 1, 1]], overlap-add."""
-    n, win = trace.shape[0], int(np.ceil(1.6 * fs))
-    out = np.zeros(n)
-    for s in range(n - win + 1):
-        c = trace[s : s + win] / trace[s : s + win].mean(0)
-        s1, s2 = c[:, 1] - c[:, 2], -2 * c[:, 0] + c[:, 1] + c[:, 2]
-        h = s1 + s1.std() / (s2.std() + 1e-12) * s2
-        out[s : s + win] += h - h.mean()
-    return out
-
-
-def _snr_db(x: np.ndarray, hr: float, fs: float = 30.0) -> float:
-    """de Haan SNR: power within 6 bpm of HR and its harmonic vs the rest of 45-180 bpm."""
-    f, p = signal.periodogram(signal.detrend(x), fs=fs, window="hann", nfft=1 << 14)
-    band = (f >= 0.75) & (f <= 3.0)
-    f, p = 60 * f[band], p[band]
-    sig = (np.abs(f - hr) <= 6) | (np.abs(f - 2 * hr) <= 6)
-    return float(10 * np.log10(p[sig].sum() / p[~sig].sum()))
+    return rgb_trace(frames, centre_ellipse(*frames.shape[1:3], ry=0.30, rx=0.25))
 
 
 CAL_SEEDS = range(5)
@@ -331,15 +298,17 @@ CAL_CONDITIONS = {
 
 @pytest.fixture(scope="module")
 def calibration():
-    """Per condition: (abs errors, SNRs) of POS over the same 5 people and hearts, 10 s, 64 px crops."""
+    """Per condition: (abs errors, SNRs) of POS over the same 5 people and hearts, 10 s, 64 px crops.
+
+    SNR (de Haan): the power within 6 bpm of the true HR and its harmonic vs the rest of 45-180 bpm."""
     out = {}
     for name, cond in CAL_CONDITIONS.items():
         errs, snrs = [], []
         for seed in CAL_SEEDS:
             frames, truth = render_face_clip(cond, 10.0, seed, size=64)
-            wave, hr = _pos(_roi_trace(frames)), truth["mean_hr_bpm"]
-            errs.append(abs(_peak_bpm(wave, 30.0, 45.0, 180.0) - hr))
-            snrs.append(_snr_db(wave, hr))
+            wave, hr = pos(_roi_trace(frames)), truth["mean_hr_bpm"]
+            errs.append(abs(hr_from_psd(wave, 30.0) - hr))
+            snrs.append(snr_db(wave, 30.0, hr_bpm=hr))
         out[name] = (np.array(errs), float(np.mean(snrs)))
     return out
 
@@ -399,11 +368,10 @@ def test_radar_phase_windows_clean_vs_corrupted(corrupted_trial):
     profiles = range_fft(dec.adc)
     assert find_chest_bin(profiles, dec.valid) == plan.chest_bin
     phase = np.unwrap(np.angle(profiles[:, plan.chest_bin]))
-    sos = signal.butter(4, [0.7, 3.0], btype="bandpass", fs=120.0, output="sos")
 
     def err(a: float, b: float) -> float:
         i, j = int(a * 120), int(b * 120)
-        est = _peak_bpm(signal.sosfiltfilt(sos, phase[i:j]), 120.0)
+        est = hr_from_psd(phase[i:j], 120.0)
         return abs(est - plan.phys.mean_pulse_rate(a, b))
 
     assert dec.valid[60:1260].all() and dec.valid[5820:7020].all()  # no packet lost in the clean windows

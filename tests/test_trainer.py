@@ -286,8 +286,8 @@ def test_ddp_two_processes_on_gloo(wd):
 def test_short_training_beats_untrained_student(tmp_path, capsys):
     from torch.utils.data import DataLoader
 
+    from pipeline.spectrum import hr_batch
     from train.data import WindowDataset, video_to_input
-    from train.evaluate import hr_batch
 
     wd = write_tiny_dataset(tmp_path, subjects=6, frames=160, seed=5)
     cfg = resolve_config(

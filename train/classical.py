@@ -1,7 +1,7 @@
 """Classical (training-free) rPPG baselines: GREEN, CHROM and POS.
 
 All three work on face crops ``(T, H, W, 3)`` uint8 RGB at ``fs`` Hz and return a pulse waveform of
-length T at ``fs``; HR then comes from :func:`train.evaluate.hr_from_psd` like every other method.
+length T at ``fs``; HR then comes from :func:`pipeline.spectrum.hr_from_psd` like every other method.
 They are written from the papers' descriptions (reference e.6), not from any toolbox:
 
 * **ROI trace.** :func:`rgb_trace` averages each frame over a skin ROI: pixels that pass a loose YCbCr
@@ -12,8 +12,9 @@ They are written from the papers' descriptions (reference e.6), not from any too
   blood absorbs more green light), band-passed like the other two.
 * **CHROM** (de Haan & Jeanne, TBME 2013): in 1.6 s windows (even length, 48 frames at 30 Hz) with 50 %
   overlap, each channel is divided by its window mean; Xs = 3R - 2G, Ys = 1.5R + G - 1.5B; both are
-  band-passed (Butterworth order 3, 40-240 bpm, the paper's band; filtfilt); S = Xf - (std Xf / std Yf) Yf;
-  a Hann window is applied and the windows are overlap-added.
+  band-passed (Butterworth order 3, 40-240 bpm, the paper's band; zero phase,
+  :func:`pipeline.spectrum.bandpass`); S = Xf - (std Xf / std Yf) Yf; a Hann window is applied and the
+  windows are overlap-added.
 * **POS** (Wang et al., TBME 2017): in 1.6 s windows sliding by one frame, Cn = C / window mean; the
   projection P = [[0, 1, -1], [-2, 1, 1]] gives S1 = G - B and S2 = -2R + G + B; h = S1 + (std S1 / std S2)
   S2, and h - mean(h) is overlap-added into the output. The paper adds no post-filter; we leave the
@@ -25,9 +26,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import signal
+
+from pipeline.spectrum import bandpass, window_starts
 
 WINDOW_S = 1.6
+BAND_HZ = (40 / 60, 240 / 60)
+"""GREEN and CHROM band-pass band (40-240 bpm, de Haan & Jeanne's), wider than the HR band."""
 MIN_SKIN_SHARE = 0.05
 EPS = 1e-9
 
@@ -70,18 +74,11 @@ def _window_len(fs: float, even: bool = False) -> int:
     return n + (n % 2) if even else n
 
 
-def _bandpass(x: np.ndarray, fs: float, lo_hz: float, hi_hz: float, order: int, axis: int = -1) -> np.ndarray:
-    hi_hz = min(hi_hz, 0.45 * fs)
-    sos = signal.butter(order, [lo_hz, hi_hz], btype="bandpass", fs=fs, output="sos")
-    padlen = min(3 * (2 * len(sos) + 1), x.shape[axis] - 1)
-    return signal.sosfiltfilt(sos, x, axis=axis, padlen=max(padlen, 0))
-
-
 def green(trace: np.ndarray, fs: float = 30.0) -> np.ndarray:
     """GREEN: negated, mean-normalised green channel, band-passed 40-240 bpm (order 3)."""
     g = np.asarray(trace, dtype=np.float64)[:, 1]
     x = -(g / (g.mean() + EPS) - 1.0)
-    return _bandpass(x, fs, 40 / 60, 240 / 60, 3) if x.size > 30 else x
+    return bandpass(x, fs, BAND_HZ, order=3) if x.size > 30 else x
 
 
 def chrom(trace: np.ndarray, fs: float = 30.0) -> np.ndarray:
@@ -91,10 +88,7 @@ def chrom(trace: np.ndarray, fs: float = 30.0) -> np.ndarray:
     win = _window_len(fs, even=True)
     if t < win:
         raise ValueError(f"CHROM needs at least {win} frames, got {t}")
-    hop = win // 2
-    starts = list(range(0, t - win + 1, hop))
-    if starts[-1] != t - win:
-        starts.append(t - win)
+    starts = window_starts(t, win, win // 2, flush=True)
     hann = np.hanning(win)
     out, weight = np.zeros(t), np.zeros(t)
     for s in starts:
@@ -102,8 +96,8 @@ def chrom(trace: np.ndarray, fs: float = 30.0) -> np.ndarray:
         cn = seg / (seg.mean(axis=0) + EPS)
         xs = 3.0 * cn[:, 0] - 2.0 * cn[:, 1]
         ys = 1.5 * cn[:, 0] + cn[:, 1] - 1.5 * cn[:, 2]
-        xf = _bandpass(xs, fs, 40 / 60, 240 / 60, 3)
-        yf = _bandpass(ys, fs, 40 / 60, 240 / 60, 3)
+        xf = bandpass(xs, fs, BAND_HZ, order=3)
+        yf = bandpass(ys, fs, BAND_HZ, order=3)
         alpha = xf.std() / (yf.std() + EPS)
         out[s : s + win] += (xf - alpha * yf) * hann
         weight[s : s + win] += hann

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from pipeline.spectrum import window_starts, zscore
 from pipeline.store import open_store
 
 RADAR_PER_FRAME = 4
@@ -39,13 +40,12 @@ class Window:
     labeled: bool | None = None  # from the clips manifest; None: decided by labeled_subjects
 
 
-def window_starts(n_frames: int, frames: int, stride: int) -> list[int]:
-    """Starts 0, stride, ... while the window fits (empty when the session is too short)."""
-    return list(range(0, n_frames - frames + 1, stride)) if n_frames >= frames else []
-
-
 class WindowDataset(Dataset):
-    """Windows over the given sessions; the store is opened lazily in each worker process."""
+    """Windows over the given sessions; the store is opened lazily in each worker process.
+
+    Each session gives the windows of :func:`pipeline.spectrum.window_starts` (``frames`` long at
+    ``stride``; with ``flush``, plus one window flush with the session's end).
+    """
 
     def __init__(
         self,
@@ -54,6 +54,7 @@ class WindowDataset(Dataset):
         frames: int,
         stride: int,
         labeled_subjects: set[str] | None = None,
+        flush: bool = False,
     ):
         self.store_path = str(store_path)
         self.frames = frames
@@ -67,7 +68,7 @@ class WindowDataset(Dataset):
                     "rerun `rpm preprocess`"
                 )
             n = g["video"].shape[0]
-            for s in window_starts(n, frames, stride):
+            for s in window_starts(n, frames, stride, flush):
                 self.windows.append(
                     Window(session, str(g.attrs["subject"]), s, int(g.attrs.get("skin_type", -1)))
                 )
@@ -126,8 +127,7 @@ class WindowDataset(Dataset):
         g, bvp, radar = self._session(w.session)
         s, t = w.start, self.frames
         video = g["video"][s : s + t]
-        label = bvp[s : s + t].astype(np.float32)
-        label = (label - label.mean()) / (label.std() + 1e-8)
+        label = zscore(bvp[s : s + t], dtype=np.float32)
         if w.shift == 0 and self._rates(w.session, g) == RADAR_PER_FRAME:
             rf = radar[RADAR_PER_FRAME * s : RADAR_PER_FRAME * (s + t) : RADAR_PER_FRAME]  # (T, 2, 5)
         else:  # nearest radar frame to each (shifted) video frame time; clamped at the end

@@ -1,8 +1,9 @@
 """Heart rate from waveforms and the metrics the paper reports.
 
-HR recipe (reference e.1, shared by RPM-Distill and EquiPleth): 6th-order Butterworth band-pass
-over [lo, hi] bpm applied forwards and backwards, then a periodogram with nfft = 60 fs / 0.1
-(a 0.1 bpm grid, 18 000 points at 30 Hz) and the argmax inside [lo, hi] (inclusive).
+HR recipe (reference e.1, shared by RPM-Distill and EquiPleth): :func:`pipeline.spectrum.hr_from_psd`,
+a 6th-order Butterworth band-pass over [lo, hi] bpm applied forwards and backwards, then a periodogram
+with nfft = 60 fs / 0.1 (a 0.1 bpm grid, 18 000 points at 30 Hz) and the argmax inside [lo, hi]
+(inclusive).
 
 Metrics over windows, with e = HR_est - HR_gt in bpm: MAE = mean|e|, RMSE = sqrt(mean e^2),
 STD = std(e) with ddof 0, r = Pearson correlation of the pooled window HRs, MAPE = mean |e|/gt
@@ -30,34 +31,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import signal
 
-HR_LO_BPM, HR_HI_BPM = 45.0, 180.0
-
-
-def hr_from_psd(
-    x: np.ndarray,
-    fs: float = 30.0,
-    lo_bpm: float = HR_LO_BPM,
-    hi_bpm: float = HR_HI_BPM,
-    order: int = 6,
-    resolution_bpm: float = 0.1,
-) -> float:
-    """Heart rate (bpm) of one waveform ``x`` (samples at ``fs`` Hz) by the band-limited PSD peak."""
-    x = np.asarray(x, dtype=np.float64).ravel()
-    if x.size < 16 or not np.isfinite(x).all():
-        raise ValueError(f"need a finite waveform of at least 16 samples, got {x.size}")
-    sos = signal.butter(order, [lo_bpm / 60.0, hi_bpm / 60.0], btype="bandpass", fs=fs, output="sos")
-    filtered = signal.sosfiltfilt(sos, x - x.mean())
-    nfft = int(round(60.0 * fs / resolution_bpm))
-    freqs, power = signal.periodogram(filtered, fs=fs, nfft=nfft)
-    band = (freqs >= lo_bpm / 60.0) & (freqs <= hi_bpm / 60.0)
-    return float(freqs[band][np.argmax(power[band])] * 60.0)
-
-
-def hr_batch(waves: np.ndarray, fs: float = 30.0, **kw) -> np.ndarray:
-    """(N, T) waveforms -> (N,) heart rates in bpm."""
-    return np.array([hr_from_psd(w, fs, **kw) for w in np.asarray(waves)], dtype=np.float64)
+from pipeline.spectrum import CARDIAC_BAND_BPM, hr_from_psd, window_starts, zscore
 
 
 def hr_metrics(hr_est: np.ndarray, hr_gt: np.ndarray) -> dict[str, float]:
@@ -105,8 +80,8 @@ PROTOCOLS = {
         "per-window (RPM-Distill release)",
         None,
         30,
-        HR_LO_BPM,
-        HR_HI_BPM,
+        CARDIAC_BAND_BPM[0],
+        CARDIAC_BAND_BPM[1],
         "each T-frame test window at stride 30 is one sample; HR of the model's T - 1 outputs against "
         "the HR of the z-scored GT window; band 45-180 bpm",
     ),
@@ -115,17 +90,12 @@ PROTOCOLS = {
         "whole-video (EquiPleth)",
         300,
         128,
-        HR_LO_BPM,
+        CARDIAC_BAND_BPM[0],
         150.0,
         "a whole-video prediction (consecutive clips) cut into 300-sample windows at stride 128, each "
         "re-z-scored; band 45-150 bpm for prediction and GT",
     ),
 }
-
-
-def zscore(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return (x - x.mean(axis=axis, keepdims=True)) / (x.std(axis=axis, keepdims=True) + 1e-8)
 
 
 def overlap_average(waves: np.ndarray, starts: list[int], n: int) -> np.ndarray:
@@ -143,17 +113,12 @@ def overlap_average(waves: np.ndarray, starts: list[int], n: int) -> np.ndarray:
     return np.interp(np.arange(n), covered, trace)
 
 
-def video_windows(n: int, window: int = 300, stride: int = 128) -> list[int]:
-    """EquiPleth window starts 0, stride, ... with start + window <= n (empty if n < window)."""
-    return list(range(0, n - window + 1, stride)) if n >= window else []
-
-
 def whole_video_hr(
     pred: np.ndarray, gt: np.ndarray, fs: float = 30.0, protocol: Protocol = PROTOCOLS["equipleth"]
 ) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """EquiPleth protocol on one video: (HR_pred, HR_gt, starts) over re-z-scored windows."""
     n = min(len(pred), len(gt))
-    starts = video_windows(n, protocol.window, protocol.stride)
+    starts = window_starts(n, protocol.window, protocol.stride)
     kw = dict(fs=fs, lo_bpm=protocol.lo_bpm, hi_bpm=protocol.hi_bpm)
     hp = [hr_from_psd(zscore(pred[s : s + protocol.window]), **kw) for s in starts]
     hg = [hr_from_psd(zscore(gt[s : s + protocol.window]), **kw) for s in starts]

@@ -23,12 +23,9 @@ import copy
 
 from torch import Tensor, nn
 
+from pipeline.spectrum import zscore
+
 __all__ = ["FeatureTap", "HintRegressor", "hint_loss", "make_peer", "teacher_hint_layer", "waveform_kd"]
-
-
-def _zscore(x: Tensor, eps: float = 1e-8) -> Tensor:
-    x = x - x.mean(dim=1, keepdim=True)
-    return x / (x.std(dim=1, keepdim=True, correction=0) + eps)
 
 
 def waveform_kd(student_wave: Tensor, target_wave: Tensor) -> Tensor:
@@ -37,7 +34,7 @@ def waveform_kd(student_wave: Tensor, target_wave: Tensor) -> Tensor:
     Both (B, T) inputs are cropped to the shorter T. Equals 2 (1 - r) for the Pearson r of the pair.
     """
     t = min(student_wave.shape[1], target_wave.shape[1])
-    diff = _zscore(student_wave[:, :t]) - _zscore(target_wave[:, :t].detach())
+    diff = zscore(student_wave[:, :t]) - zscore(target_wave[:, :t].detach())
     return (diff * diff).mean(dim=1)
 
 

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pipeline.spectrum import CARDIAC_BAND_BPM, CARDIAC_BAND_HZ
+
 __all__ = [
     "EPS",
     "SpectralFeatures",
@@ -75,7 +77,7 @@ def neg_pearson(pred: Tensor, target: Tensor) -> Tensor:
 
 
 def snr_band_indices(
-    fs: float = 30.0, n_fft: int = 1024, lo_hz: float = 0.75, hi_hz: float = 3.0
+    fs: float = 30.0, n_fft: int = 1024, lo_hz: float = CARDIAC_BAND_HZ[0], hi_hz: float = CARDIAC_BAND_HZ[1]
 ) -> tuple[int, int]:
     """Indices of the rfft bins nearest ``lo_hz`` and ``hi_hz`` on an ``n_fft``-point grid at ``fs`` Hz.
 
@@ -93,8 +95,8 @@ def snr_loss_db(
     target: Tensor,
     fs: float = 30.0,
     n_fft: int = 1024,
-    lo_hz: float = 0.75,
-    hi_hz: float = 3.0,
+    lo_hz: float = CARDIAC_BAND_HZ[0],
+    hi_hz: float = CARDIAC_BAND_HZ[1],
 ) -> Tensor:
     """Negative SNR of ``pred`` around the spectral peak of ``target``, in dB, averaged over the batch.
 
@@ -107,6 +109,11 @@ def snr_loss_db(
     k* = lo + argmax |Y_k|^2 over [lo, hi). Signal = sum |X_k|^2 over k* - w <= k < k* + w; noise = sum
     |X_k|^2 over [lo, k* - w) and [k* + w, hi). Per-sample loss = -10 log10(signal / (noise + 1e-7)) dB.
     Returns a scalar on the inputs' device.
+
+    Not :func:`pipeline.spectrum.snr_db` (the quality figure): that one is numpy, band-passes and
+    Hann-windows its input, takes the peak of the signal itself and counts +-0.1 Hz around it and its
+    harmonic; this one is differentiable and keeps the reference recipe's unwindowed FFT and bins.
+    Only the band (:data:`pipeline.spectrum.CARDIAC_BAND_HZ`) is shared.
     """
     _check_2d("pred", pred)
     _check_2d("target", target)
@@ -167,7 +174,9 @@ class SpectralFeatures(NamedTuple):
     freqs_bpm: Tensor
 
 
-def band_bin_indices(t: int, fs: float = 30.0, lo_bpm: float = 45.0, hi_bpm: float = 180.0) -> list[int]:
+def band_bin_indices(
+    t: int, fs: float = 30.0, lo_bpm: float = CARDIAC_BAND_BPM[0], hi_bpm: float = CARDIAC_BAND_BPM[1]
+) -> list[int]:
     """rfft bin indices k (length-``t`` transform at ``fs`` Hz) with lo_bpm <= 60 k fs / t <= hi_bpm."""
     tol = 1e-9 * max(1.0, hi_bpm)
     return [k for k in range(t // 2 + 1) if lo_bpm - tol <= 60.0 * k * fs / t <= hi_bpm + tol]
@@ -176,8 +185,8 @@ def band_bin_indices(t: int, fs: float = 30.0, lo_bpm: float = 45.0, hi_bpm: flo
 def spectral_features(
     x: Tensor,
     fs: float = 30.0,
-    lo_bpm: float = 45.0,
-    hi_bpm: float = 180.0,
+    lo_bpm: float = CARDIAC_BAND_BPM[0],
+    hi_bpm: float = CARDIAC_BAND_BPM[1],
     eps: float = EPS,
 ) -> SpectralFeatures:
     """Spectral features of (B, t) signals sampled at ``fs`` Hz, restricted to [lo_bpm, hi_bpm] inclusive.

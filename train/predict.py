@@ -8,8 +8,8 @@ Steps (every one timed in ``prediction.json``):
    one streaming pass, so only the 128x128 crops are held, never the full frames; a video whose rate
    is not the model's (30 Hz) is resampled by nearest frame in time;
 3. sliding windows of the model's clip length T at a 1 s stride (plus one window flush with the
-   end) through the student from ``runs/<run>/student.pt``;
-4. HR per window from the band-limited PSD peak (45-180 bpm, :func:`train.evaluate.hr_from_psd`),
+   end; :func:`pipeline.spectrum.window_starts`) through the student from ``runs/<run>/student.pt``;
+4. HR per window from the band-limited PSD peak (45-180 bpm, :func:`pipeline.spectrum.hr_from_psd`),
    stamped at the window centre; the BVP trace is the overlap-average of the z-scored window outputs.
 
 Outputs in ``--out`` (default ``<workdir>/predictions/<video stem>/``): ``hr.csv`` (time_s, hr_bpm,
@@ -31,9 +31,10 @@ import torch
 
 from pipeline.face import FaceNotFoundError, open_video_crops
 from pipeline.paths import Workdir
+from pipeline.spectrum import hr_batch, window_starts
 from pipeline.video import VideoError
 from train.data import video_to_input
-from train.evaluate import hr_from_psd, overlap_average
+from train.evaluate import overlap_average
 from train.trainer import load_model
 
 
@@ -87,16 +88,6 @@ def resample_index(n: int, fps: float, target_fps: float) -> np.ndarray:
         return np.arange(n)
     m = int(math.floor(n / fps * target_fps))
     return np.minimum(np.round(np.arange(m) * fps / target_fps).astype(int), n - 1)
-
-
-def window_starts(n: int, frames: int, stride: int) -> list[int]:
-    """0, stride, ... plus a last window flush with the end (empty when n < frames)."""
-    if n < frames:
-        return []
-    starts = list(range(0, n - frames + 1, stride))
-    if starts[-1] != n - frames:
-        starts.append(n - frames)
-    return starts
 
 
 @torch.inference_mode()
@@ -185,11 +176,11 @@ def predict_video(
 
     t = time.perf_counter()
     n = len(crops)
-    starts = window_starts(n, cfg.frames, max(1, int(round(stride_s * cfg.fs))))
+    starts = window_starts(n, cfg.frames, max(1, int(round(stride_s * cfg.fs))), flush=True)
     waves = run_student(model, cfg, crops, starts, dev)
     timings["student"] = time.perf_counter() - t
     t = time.perf_counter()
-    hr = np.array([hr_from_psd(w, fs=cfg.fs) for w in waves])
+    hr = hr_batch(waves, fs=cfg.fs)
     bvp = overlap_average(waves, starts, n)
     timings["hr"] = time.perf_counter() - t
     centres = (np.asarray(starts) + cfg.frames / 2.0) / cfg.fs

@@ -37,21 +37,20 @@ import torch
 from torch.utils.data import DataLoader
 
 from pipeline.paths import Workdir
+from pipeline.spectrum import CARDIAC_BAND_BPM, HR_FILTER_ORDER, bandpass, hr_batch, power_spectrum, zscore
 from pipeline.store import open_store
 from train.classical import METHODS as CLASSICAL_FUNCS
 from train.classical import rgb_trace, skin_roi
-from train.data import Window, WindowDataset, video_to_input
+from train.data import WindowDataset, video_to_input
 from train.evaluate import (
     PROTOCOLS,
     SKIN_GROUPS,
     aggregate_seeds,
     fairness,
-    hr_batch,
     hr_metrics,
     overlap_average,
     skin_group,
     whole_video_hr,
-    zscore,
 )
 from train.trainer import load_model, pick_device
 
@@ -272,13 +271,7 @@ def policy_outputs(
 
 def _session_windows(store, session: str, frames: int) -> WindowDataset:
     """Consecutive clips tiling a session (stride T - 1) plus one flush with its end."""
-    ds = WindowDataset(store, [session], frames, frames - 1)
-    if ds.windows:
-        n = open_store(store, "r")[session]["video"].shape[0]
-        last = ds.windows[-1]
-        if last.start != n - frames:
-            ds.windows.append(Window(session, last.subject, n - frames, last.skin_type))
-    return ds
+    return WindowDataset(store, [session], frames, frames - 1, flush=True)
 
 
 @dataclass
@@ -674,10 +667,7 @@ def fig_log_steps(steps: pd.DataFrame, path: Path, title: str) -> None:
 
 def _display(x: np.ndarray, fs: float) -> np.ndarray:
     """z-scored and band-passed 45-180 bpm (the HR estimator's filter), for plotting."""
-    from scipy import signal
-
-    sos = signal.butter(6, [0.75, 3.0], btype="bandpass", fs=fs, output="sos")
-    return zscore(signal.sosfiltfilt(sos, zscore(x)))
+    return zscore(bandpass(zscore(x), fs, order=HR_FILTER_ORDER))
 
 
 def fig_waveforms(examples: dict, path: Path) -> None:
@@ -706,8 +696,6 @@ def fig_waveforms(examples: dict, path: Path) -> None:
 
 
 def fig_spectrum(examples: dict, path: Path) -> None:
-    from scipy import signal
-
     plt = _plt()
     g = next(iter(examples["windows"]))
     ex = examples["windows"][g]
@@ -716,7 +704,7 @@ def fig_spectrum(examples: dict, path: Path) -> None:
     for m, color in (("truth", "k"), ("student", "tab:red"), ("teacher", "tab:purple"), ("POS", "tab:blue")):
         if m not in ex:
             continue
-        f, p = signal.periodogram(zscore(ex[m]), fs=fs, nfft=int(60 * fs / 0.1))
+        f, p = power_spectrum(zscore(ex[m]), fs)
         band = (f >= 0.5) & (f <= 3.5)
         ax.plot(
             f[band] * 60,
@@ -725,7 +713,7 @@ def fig_spectrum(examples: dict, path: Path) -> None:
             lw=1,
             label="PPG (truth)" if m == "truth" else m,
         )
-    ax.axvspan(45, 180, color="0.9", zorder=0)
+    ax.axvspan(*CARDIAC_BAND_BPM, color="0.9", zorder=0)
     ax.set(xlabel="frequency (bpm)", ylabel="normalised power")
     ax.set_title(
         f"Spectrum of one window ({ex['session']}, frame {ex['start']}); band 45-180 bpm shaded", fontsize=9

@@ -60,7 +60,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
 from pipeline.paths import Workdir
-from pipeline.split import file_sha256, sorted_subjects
+from pipeline.split import file_sha256, labeled_subjects
 from train import kd
 from train.data import WindowDataset, video_to_input
 from train.losses import distill_components, relation_map, spectral_features, supervised_loss
@@ -418,16 +418,6 @@ def _set_rng_state(state: dict) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- data
-
-
-def labeled_subjects(train_subjects: list[str], frac: float, seed: int) -> list[str]:
-    """A seeded ceil(frac * n) subset of the (sorted) training subjects."""
-    subjects = sorted_subjects(train_subjects)
-    n = math.ceil(frac * len(subjects) - 1e-9)
-    if n == 0:
-        raise TrainError(f"labelled fraction {frac} selects zero of {len(subjects)} training subjects")
-    order = np.random.default_rng(seed).permutation(len(subjects))
-    return sorted_subjects(subjects[i] for i in order[:n])
 
 
 def _shuffled_loader(
