@@ -548,13 +548,26 @@ def write_trial(out: Path, plan: TrialPlan, look: Texture) -> bool:
 
 
 def make_folds(subjects: int, trials: int, seed: int) -> dict:
-    """Subject-level split {0: {"train", "val", "test"}} of "v_<s>_<t>" names (~60/20/20)."""
+    """Subject-level split {0: {"train", "val", "test"}} of "v_<s>_<t>" names (~60/20/20).
+
+    With 5 or more subjects the test set holds at least two subjects, the first light-skinned
+    (Fitzpatrick 1-2) and the first dark-skinned (5-6) subject of the seeded order when both exist,
+    so a report on the fold fills its skin-group columns; the rest follow the seeded order.
+    """
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0, 1]))
     order = [int(s) for s in rng.permutation(np.arange(1, subjects + 1))]
     if subjects >= 3:
         n_test = n_val = max(1, int(round(0.2 * subjects)))
+        if subjects >= 5:
+            n_test = max(n_test, 2)
     else:  # 2 subjects: one for training, one for testing; 1 subject: training only
         n_test, n_val = subjects - 1, 0
+    first = []
+    for group in ((1, 2), (5, 6)):
+        hit = [s for s in order if skin_type_of(s, seed) in group]
+        if hit and len(first) < n_test:
+            first.append(hit[0])
+    order = first + [s for s in order if s not in first]
     split = {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
     return {
         0: {

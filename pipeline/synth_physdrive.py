@@ -2,8 +2,8 @@
 
 CONTRACT (what the PhysDrive reader codes against; reference.md §c)::
 
-    <out>/RGB and IR/<SUBJ>/<SESSION>/RGB.mp4      full-frame H.264 (libx264, yuv420p), 640x480, 30 fps,
-                                                   written with PyAV; n = round(30 * seconds) frames
+    <out>/RGB and IR/<SUBJ>/<SESSION>/RGB.mp4      full-frame H.264 (libx264, yuv420p, 2 Mbit/s), 640x480,
+                                                   30 fps, written with PyAV; n = round(30 * seconds) frames
     <out>/RGB and IR/<SUBJ>/<SESSION>/Label/BVP.mat
                                                    key 'BVP': 1-D float64, 60 Hz, exactly 2 n samples (the
                                                    video's duration; sample j at j / 60 s after video
@@ -107,7 +107,13 @@ SIZES = {
 }
 TRUTH_FILE = "synth_truth.json"
 TMP_DIR = ".synth_tmp"
-CRF = "20"
+# H.264 rate control of an in-car camera: a fixed bitrate with a one-second VBV buffer, as camera and
+# dashcam hardware encoders record, not constant quality. The PhysDrive camera's settings are not
+# published (reference.md §c); 2 Mbit/s is a typical 640x480 30 fps recording rate. The earlier
+# constant-quality CRF 20 spent only 0.2-0.6 Mbit/s on the mostly static synthetic cabin, and its
+# skipped macroblocks froze the sub-DN pulse in stationary sessions (measured: POS MAE 56 stationary
+# vs 20 talking, the reverse of the published order).
+VIDEO_BITRATE_BPS = 2_000_000
 # Radar (IWR1843 profile of reference §c.3).
 C_M_PER_S = 299_792_458.0
 WAVELENGTH_M = C_M_PER_S / 77e9
@@ -484,7 +490,9 @@ def write_mp4(path: Path, frames, n: int) -> None:
         stream = container.add_stream("libx264", rate=int(VIDEO_FPS))
         stream.width, stream.height = FRAME_HW[1], FRAME_HW[0]
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": CRF, "preset": "veryfast", "threads": "1"}
+        stream.bit_rate = VIDEO_BITRATE_BPS
+        kbps = f"{VIDEO_BITRATE_BPS // 1000}k"
+        stream.options = {"maxrate": kbps, "bufsize": kbps, "preset": "veryfast", "threads": "1"}
         for img in _prefetch(frames):
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
             for packet in stream.encode(frame):
