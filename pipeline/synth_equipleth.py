@@ -105,6 +105,7 @@ from pipeline.synth_scene import (
     Texture,
     Track,
     band_noise,
+    child_seq,
     envelope,
     make_texture,
     make_track,
@@ -420,7 +421,7 @@ def synth_adc(plan: TrialPlan) -> np.ndarray:
     n = plan.n_radar + 1
     t_f = np.arange(n) / RADAR_FPS
     rng = np.random.default_rng(plan.noise_seq["radar"])
-    crng = np.random.default_rng(plan.noise_seq["radar"].spawn(1)[0])
+    crng = np.random.default_rng(child_seq(plan.noise_seq["radar"], 0))
     r = plan.chest_range_m + plan.phys.displacement(t_f)
     amp = np.full(n, plan.chest_amp)
     k = np.arange(SAMPLES_PER_CHIRP)[None, :]

@@ -86,6 +86,7 @@ from pipeline.synth_scene import (
     Texture,
     Track,
     band_noise,
+    child_seq,
     envelope,
     make_texture,
     make_track,
@@ -369,7 +370,7 @@ def synth_radar(plan: SessionPlan) -> np.ndarray:
     """(n_radar, 8, 16, 8) complex64 processed cube of the whole recording (before normalisation)."""
     n = plan.n_radar
     t = plan.true_offset_s + np.arange(n) / RADAR_FPS
-    crng = np.random.default_rng(plan.noise_seq["radar"].spawn(1)[0])
+    crng = np.random.default_rng(child_seq(plan.noise_seq["radar"], 0))
     rng = np.random.default_rng(plan.noise_seq["radar"])
     dt = 1e-3
     disp = plan.phys.displacement(t) + plan.vib
