@@ -55,12 +55,12 @@ PUBLISHED = {
     "equipleth": {
         "POS": {"MAE": 4.64, "RMSE": 15.07, "r": 0.68},
         "CHROM": {"MAE": 7.31, "RMSE": 17.42, "r": 0.54},
-        "FFT radar": {"MAE": 12.82, "RMSE": 15.53},
+        "FFT radar": {"MAE": 12.82, "RMSE": 15.53, "r": 0.32},
     },
     "physdrive": {
         "POS": {"MAE": 17.38, "RMSE": 24.38, "r": 0.20},
         "CHROM": {"MAE": 16.72, "RMSE": 23.97, "r": 0.19},
-        "FFT radar": {"MAE": 20.60, "RMSE": 24.29},
+        "FFT radar": {"MAE": 20.60, "RMSE": 24.29, "r": 0.10},
         "FactorizePhys (supervised, Table 2)": {
             "noon": 13.3,
             "night": 20.5,
