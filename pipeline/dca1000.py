@@ -109,12 +109,21 @@ def frames_to_stream(adc: np.ndarray) -> np.ndarray:
     return stream.view(np.uint16)
 
 
-def encode_capture(adc: np.ndarray, start_time: str, end_time: str, first_packet_num: int = 1) -> RfCapture:
+def encode_capture(
+    adc: np.ndarray, start_time: str, end_time: str, first_packet_num: int = 1, whole_packets: bool = False
+) -> RfCapture:
     """Packetise (N, 256) complex ADC frames the way the DCA1000 streams them (no loss).
 
-    Every packet carries 728 values except possibly a shorter last one.
+    Every packet carries 728 values except possibly a shorter last one. ``whole_packets=True``
+    models a capture stopped on a time limit, as the real EquiPleth captures are (the released
+    example holds 5110 packets of exactly 728 values): the trailing partial packet is not sent, so
+    the stream ends inside the last radar frame and every payload holds 728 values.
     """
     stream = frames_to_stream(adc)
+    if whole_packets:
+        stream = stream[: stream.size // VALUES_PER_PACKET * VALUES_PER_PACKET]
+        if stream.size == 0:
+            raise ValueError(f"adc holds fewer than {VALUES_PER_PACKET} values: no whole packet")
     payloads = [stream[i : i + VALUES_PER_PACKET].copy() for i in range(0, stream.size, VALUES_PER_PACKET)]
     n = len(payloads)
     return RfCapture(

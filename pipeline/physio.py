@@ -4,7 +4,12 @@ One :class:`Physiology` describes a single recording on an explicit time axis (s
 video/radar clock). It holds dense arrays on an internal grid (``fs_internal``, default 240 Hz)
 and evaluates the signals at arbitrary times:
 
-* heart rate: a mean drawn in 45-150 bpm, a slow linear drift (at most 4 bpm per 30 s), a slow
+* heart rate: a mean drawn from the resting adult distribution, normal with mean 74 bpm and SD 11 bpm,
+  limited to 50-110 bpm (Ostchega et al. 2011, NHANES 1999-2008 resting pulse reference data: adult
+  means 70-77 bpm, 5th-95th percentiles about 55-100 bpm; an earlier uniform 45-150 bpm draw put a
+  third of the recordings at rates no seated subject or driver has at rest, spread the true HRs three
+  times wider than real data, which inflated Pearson r, and put many at the 45 bpm band edge), a slow
+  linear drift (at most 4 bpm per 30 s), a slow
   Mayer-wave-like component (~0.05-0.15 Hz, <= 1.5 bpm) and respiratory sinus arrhythmia (RSA);
 * the cardiac phase is the running integral of the instantaneous heart rate, so every signal
   derived from it shares the same instantaneous rate;
@@ -29,7 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-HR_RANGE_BPM = (45.0, 150.0)
+HR_REST_MEAN_SD_BPM = (74.0, 11.0)  # resting adults (Ostchega et al. 2011)
+HR_RANGE_BPM = (50.0, 110.0)  # limits of the drawn mean
 HR_CLIP_BPM = (38.0, 165.0)
 RR_RANGE_BPM = (8.0, 25.0)
 RESP_PP_RANGE_M = (2e-3, 6e-3)
@@ -233,7 +239,8 @@ def simulate_physiology(
     resp_pp = rng.uniform(*RESP_PP_RANGE_M) * (1.0 + rng.uniform(0.05, 0.15) * _slow_wave(t, rng, 0.01, 0.05))
 
     # Heart rate: mean, linear drift, Mayer-like slow wave, respiratory sinus arrhythmia.
-    hr0 = rng.uniform(*HR_RANGE_BPM) if mean_hr_bpm is None else float(mean_hr_bpm)
+    hr0 = float(np.clip(rng.normal(*HR_REST_MEAN_SD_BPM), *HR_RANGE_BPM))
+    hr0 = hr0 if mean_hr_bpm is None else float(mean_hr_bpm)
     slope = rng.uniform(-4.0, 4.0) / 30.0  # bpm per second
     mayer = rng.uniform(0.3, 1.5) * _slow_wave(t, rng, 0.05, 0.15)
     rsa = rng.uniform(0.5, 3.0) * np.sin(2 * np.pi * resp_cycles + rng.uniform(-0.5, 0.5))

@@ -11,7 +11,10 @@ Layout written under ``out`` (the same as the released EquiPleth, see reference.
     synth_truth.json                       NOT part of the real layout: ground truth of the simulation
 
 Subjects are numbered 1..subjects and trials 1..trials; n = round(30 * seconds) video frames and
-round(120 * seconds) + 33 radar frames (real captures run ~0.27 s longer than the video).
+round(120 * seconds) + 33 radar frames are acquired (real captures run ~0.27 s longer than the
+video); the capture stops on a time limit, so ``rf.pkl`` holds only whole 728-value packets (a 30 s
+trial: 5110 packets, like the released example) and the last, partly sent frame is dropped by the
+decoders: 3632 whole radar frames for 30 s (``n_radar_frames`` in the truth).
 ``size="small"`` (6 subjects x 2 trials x 30 s, the demo) or ``"full"`` (91 subjects x 6 trials x
 30 s, EquiPleth-like) fill in whatever of subjects / trials / seconds is not given.
 
@@ -102,6 +105,7 @@ from pipeline.synth_scene import (
     Texture,
     Track,
     band_noise,
+    child_seq,
     envelope,
     make_texture,
     make_track,
@@ -175,7 +179,8 @@ class TrialPlan:
     seconds: float
     crop_size: int
     n_frames: int
-    n_radar: int
+    n_radar: int  # whole radar frames in the stored capture
+    n_packets: int  # whole 728-value packets in the stored capture
     phys: Physiology
     ppg_label: np.ndarray  # (n_frames,) float64
     skin_type: int
@@ -198,9 +203,10 @@ class TrialPlan:
     def name(self) -> str:
         return f"{self.subject}_{self.trial}"
 
-    @property
-    def n_packets(self) -> int:
-        return -(-self.n_radar * BYTES_PER_FRAME // BYTES_PER_PACKET)
+
+def whole_packets_of(n_acquired: int) -> int:
+    """Whole 728-value packets a capture of ``n_acquired`` radar frames holds when stopped on a time limit."""
+    return n_acquired * BYTES_PER_FRAME // BYTES_PER_PACKET
 
 
 def _beat_bin(range_m: float) -> float:
@@ -219,13 +225,15 @@ def plan_trial(
     {kind, start_s, end_s}), ``lost_packets`` (a list of (first packet, count)) and ``reorder_at``."""
     overrides = overrides or {}
     n = int(round(VIDEO_FPS * seconds))
-    n_radar = int(round(RADAR_FPS * seconds)) + EXTRA_RADAR_FRAMES
+    n_acquired = int(round(RADAR_FPS * seconds)) + EXTRA_RADAR_FRAMES
+    n_packets = whole_packets_of(n_acquired)
+    n_radar = n_packets * BYTES_PER_PACKET // BYTES_PER_FRAME  # whole frames in the stored capture
     ss_phys, ss_video, ss_radar, ss_label, ss_vnoise, ss_rnoise, ss_cond = np.random.SeedSequence(
         [seed, subject, trial]
     ).spawn(7)
 
     t0 = -PPG_OFFSET / VIDEO_FPS
-    t_end = max((n - 1) / VIDEO_FPS, (n_radar - 1) / RADAR_FPS)
+    t_end = max((n - 1) / VIDEO_FPS, n_radar / RADAR_FPS)
     phys = simulate_physiology(t_end - t0, np.random.default_rng(ss_phys), t0=t0)
     label_rng = np.random.default_rng(ss_label)
     t_label = (np.arange(n) - PPG_OFFSET) / VIDEO_FPS
@@ -242,7 +250,6 @@ def plan_trial(
     duration = n_radar / RADAR_FPS
     radar_events = plan_events(duration, cr, RADAR_EVENT_RATE_PER_MIN, RADAR_EVENT_KINDS, RADAR_EVENT_LEN_S)
     radar_events = [dict(e) for e in overrides.get("radar_events", radar_events)]
-    n_packets = -(-n_radar * BYTES_PER_FRAME // BYTES_PER_PACKET)
     lost: list[tuple[int, int]] = []
     if cr.random() < PACKET_LOSS_P:
         for _ in range(int(cr.integers(1, 4))):
@@ -292,6 +299,7 @@ def plan_trial(
         crop_size=crop_size,
         n_frames=n,
         n_radar=n_radar,
+        n_packets=n_packets,
         phys=phys,
         ppg_label=ppg_label,
         skin_type=skin_type,
@@ -408,11 +416,12 @@ def render_video(plan: TrialPlan, look: Texture, out_dir: Path, workers: int | N
 
 
 def synth_adc(plan: TrialPlan) -> np.ndarray:
-    """(n_radar, 256) complex128 beat signal in ADC units (not yet rounded), corruptions included."""
-    n = plan.n_radar
+    """(n_radar + 1, 256) complex128 beat signal in ADC units (not yet rounded), corruptions included:
+    the stored whole frames plus the frame in progress when the capture stopped (partly stored)."""
+    n = plan.n_radar + 1
     t_f = np.arange(n) / RADAR_FPS
     rng = np.random.default_rng(plan.noise_seq["radar"])
-    crng = np.random.default_rng(plan.noise_seq["radar"].spawn(1)[0])
+    crng = np.random.default_rng(child_seq(plan.noise_seq["radar"], 0))
     r = plan.chest_range_m + plan.phys.displacement(t_f)
     amp = np.full(n, plan.chest_amp)
     k = np.arange(SAMPLES_PER_CHIRP)[None, :]
@@ -457,7 +466,9 @@ def synth_adc(plan: TrialPlan) -> np.ndarray:
 
 def make_capture(plan: TrialPlan) -> RfCapture:
     """The trial's DCA1000 capture with its planned packet loss and reordering applied."""
-    capture = encode_capture(synth_adc(plan), plan.start_time, plan.end_time)
+    capture = encode_capture(synth_adc(plan), plan.start_time, plan.end_time, whole_packets=True)
+    if len(capture.payloads) > plan.n_packets:  # the acquired frames fill the stored packets exactly
+        capture = drop_and_shuffle(capture, np.arange(plan.n_packets))
     keep = np.ones(len(capture.payloads), dtype=bool)
     for first, count in plan.lost_packets:
         keep[first : first + count] = False
@@ -538,13 +549,26 @@ def write_trial(out: Path, plan: TrialPlan, look: Texture) -> bool:
 
 
 def make_folds(subjects: int, trials: int, seed: int) -> dict:
-    """Subject-level split {0: {"train", "val", "test"}} of "v_<s>_<t>" names (~60/20/20)."""
+    """Subject-level split {0: {"train", "val", "test"}} of "v_<s>_<t>" names (~60/20/20).
+
+    With 5 or more subjects the test set holds at least two subjects, the first light-skinned
+    (Fitzpatrick 1-2) and the first dark-skinned (5-6) subject of the seeded order when both exist,
+    so a report on the fold fills its skin-group columns; the rest follow the seeded order.
+    """
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0, 1]))
     order = [int(s) for s in rng.permutation(np.arange(1, subjects + 1))]
     if subjects >= 3:
         n_test = n_val = max(1, int(round(0.2 * subjects)))
+        if subjects >= 5:
+            n_test = max(n_test, 2)
     else:  # 2 subjects: one for training, one for testing; 1 subject: training only
         n_test, n_val = subjects - 1, 0
+    first = []
+    for group in ((1, 2), (5, 6)):
+        hit = [s for s in order if skin_type_of(s, seed) in group]
+        if hit and len(first) < n_test:
+            first.append(hit[0])
+    order = first + [s for s in order if s not in first]
     split = {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
     return {
         0: {

@@ -2,8 +2,8 @@
 
 CONTRACT (what the PhysDrive reader codes against; reference.md §c)::
 
-    <out>/RGB and IR/<SUBJ>/<SESSION>/RGB.mp4      full-frame H.264 (libx264, yuv420p), 640x480, 30 fps,
-                                                   written with PyAV; n = round(30 * seconds) frames
+    <out>/RGB and IR/<SUBJ>/<SESSION>/RGB.mp4      full-frame H.264 (libx264, yuv420p, 2 Mbit/s), 640x480,
+                                                   30 fps, written with PyAV; n = round(30 * seconds) frames
     <out>/RGB and IR/<SUBJ>/<SESSION>/Label/BVP.mat
                                                    key 'BVP': 1-D float64, 60 Hz, exactly 2 n samples (the
                                                    video's duration; sample j at j / 60 s after video
@@ -86,6 +86,7 @@ from pipeline.synth_scene import (
     Texture,
     Track,
     band_noise,
+    child_seq,
     envelope,
     make_texture,
     make_track,
@@ -107,7 +108,13 @@ SIZES = {
 }
 TRUTH_FILE = "synth_truth.json"
 TMP_DIR = ".synth_tmp"
-CRF = "20"
+# H.264 rate control of an in-car camera: a fixed bitrate with a one-second VBV buffer, as camera and
+# dashcam hardware encoders record, not constant quality. The PhysDrive camera's settings are not
+# published (reference.md §c); 2 Mbit/s is a typical 640x480 30 fps recording rate. The earlier
+# constant-quality CRF 20 spent only 0.2-0.6 Mbit/s on the mostly static synthetic cabin, and its
+# skipped macroblocks froze the sub-DN pulse in stationary sessions (measured: POS MAE 56 stationary
+# vs 20 talking, the reverse of the published order).
+VIDEO_BITRATE_BPS = 2_000_000
 # Radar (IWR1843 profile of reference §c.3).
 C_M_PER_S = 299_792_458.0
 WAVELENGTH_M = C_M_PER_S / 77e9
@@ -363,7 +370,7 @@ def synth_radar(plan: SessionPlan) -> np.ndarray:
     """(n_radar, 8, 16, 8) complex64 processed cube of the whole recording (before normalisation)."""
     n = plan.n_radar
     t = plan.true_offset_s + np.arange(n) / RADAR_FPS
-    crng = np.random.default_rng(plan.noise_seq["radar"].spawn(1)[0])
+    crng = np.random.default_rng(child_seq(plan.noise_seq["radar"], 0))
     rng = np.random.default_rng(plan.noise_seq["radar"])
     dt = 1e-3
     disp = plan.phys.displacement(t) + plan.vib
@@ -460,7 +467,9 @@ def write_mp4(path: Path, frames, n: int) -> None:
         stream = container.add_stream("libx264", rate=int(VIDEO_FPS))
         stream.width, stream.height = FRAME_HW[1], FRAME_HW[0]
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": CRF, "preset": "veryfast", "threads": "1"}
+        stream.bit_rate = VIDEO_BITRATE_BPS
+        kbps = f"{VIDEO_BITRATE_BPS // 1000}k"
+        stream.options = {"maxrate": kbps, "bufsize": kbps, "preset": "veryfast", "threads": "1"}
         for img in prefetch(frames, 4, name="render"):  # numpy rendering overlaps the x264 encode
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
             for packet in stream.encode(frame):

@@ -116,6 +116,13 @@ class Conditions:
 # --------------------------------------------------------------------------- helpers
 
 
+def child_seq(seq: np.random.SeedSequence, k: int) -> np.random.SeedSequence:
+    """The k-th child of ``seq`` as a fresh ``seq.spawn()`` would give it, without spawning: ``spawn``
+    advances the parent, so calling a generator twice on the same plan drew other noise the second
+    time; this is the same on every call (and equal to the first call's draw before)."""
+    return np.random.SeedSequence(seq.entropy, spawn_key=(*seq.spawn_key, k), pool_size=seq.pool_size)
+
+
 def slow_wave(t: np.ndarray, rng: np.random.Generator, f_lo: float, f_hi: float, n: int = 3) -> np.ndarray:
     """Random-phase sum of sinusoids in [f_lo, f_hi] Hz, peak |x| = 1 over ``t``."""
     f = rng.uniform(f_lo, f_hi, n)
