@@ -88,6 +88,13 @@ def synth(
             min=1, max=6, help="PhysDrive: sessions per subject, of AS AT BS BT CS CT (default: --size)."
         ),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="Write into a non-empty output folder that rpm synth did not write (its files with "
+            "synth's names are replaced)."
+        ),
+    ] = False,
     workdir: WorkdirOpt = None,
 ) -> None:
     """Write a synthetic paired dataset (face video, radar, PPG) in the real on-disk layout.
@@ -97,30 +104,47 @@ def synth(
     shares the PPG's rate but not its shape, and sometimes-present corruption (body motion,
     interference, occlusion, packet loss; PhysDrive: vehicle vibration, radar-video offsets up to
     1 s). A ``synth_truth.json`` sidecar (not part of the real layout) records the ground truth.
+    The output folder must be new, empty or synth's own (marked by ``.rpm_synth.json``) unless --force.
     """
+    from pipeline.lock import LockedError, hold_lock
+    from pipeline.paths import OutputPathError, check_output_dir, lock_beside
+    from pipeline.synth_target import SynthTargetError
+
     if size not in ("small", "full"):
         _fail(ValueError(f"--size must be small or full, got {size!r}"))
     target = out or Workdir.resolve(workdir).raw(dataset.value)
-    if dataset == SynthLayout.equipleth:
-        from pipeline.synth_equipleth import synth_equipleth
+    try:
+        check_output_dir(target, "--out")
+        with hold_lock(lock_beside(target), f"synth folder {target}"):
+            if dataset == SynthLayout.equipleth:
+                from pipeline.synth_equipleth import synth_equipleth
 
-        table = synth_equipleth(
-            target,
-            subjects=subjects,
-            trials=trials,
-            seconds=seconds,
-            seed=seed,
-            crop_size=crop_size,
-            size=size,
-        )
-        typer.echo(f"wrote {len(table)} trials to {target}")
-    else:
-        from pipeline.synth_physdrive import synth_physdrive
+                table = synth_equipleth(
+                    target,
+                    subjects=subjects,
+                    trials=trials,
+                    seconds=seconds,
+                    seed=seed,
+                    crop_size=crop_size,
+                    size=size,
+                    force=force,
+                )
+                typer.echo(f"wrote {len(table)} trials to {target}")
+            else:
+                from pipeline.synth_physdrive import synth_physdrive
 
-        table = synth_physdrive(
-            target, subjects=subjects, sessions=sessions, seconds=seconds, seed=seed, size=size
-        )
-        typer.echo(f"wrote {len(table)} sessions to {target}")
+                table = synth_physdrive(
+                    target,
+                    subjects=subjects,
+                    sessions=sessions,
+                    seconds=seconds,
+                    seed=seed,
+                    size=size,
+                    force=force,
+                )
+                typer.echo(f"wrote {len(table)} sessions to {target}")
+    except (SynthTargetError, OutputPathError, LockedError) as exc:
+        _fail(exc)
 
 
 @app.command()
