@@ -209,6 +209,7 @@ def preprocess(
     """
     from pipeline.equipleth import prepare_equipleth
     from pipeline.folder import prepare_folder
+    from pipeline.lock import LockedError
     from pipeline.physdrive import prepare_physdrive
     from pipeline.store import StoreError
 
@@ -226,7 +227,7 @@ def preprocess(
             manifest = prepare_folder(
                 src, dst, wd.manifests, min_face_rate=min_face_rate, min_face_frac=min_face_frac, **common
             )
-    except (FileNotFoundError, ValueError, StoreError) as exc:
+    except (FileNotFoundError, ValueError, StoreError, LockedError) as exc:
         _fail(exc)
     ok = int((manifest.status == "ok").sum())
     typer.echo(f"{ok}/{len(manifest)} sessions ok -> {dst}; manifest {wd.sessions_manifest(dataset.value)}")
@@ -275,30 +276,34 @@ def split(
     Reads manifests/<dataset>_sessions.csv (and the target's); writes manifests/splits.csv,
     splits.json and clips.csv (T-frame windows with labelled flags and injected sync shifts).
     """
+    from pipeline.lock import LockedError, hold_lock
+    from pipeline.paths import OutputPathError, check_output_dir
     from pipeline.split import SplitError, write_splits
 
     wd = Workdir.resolve(workdir)
     datasets = [dataset.value] + ([target.value] if target is not None else [])
     try:
-        _, meta = write_splits(
-            wd.sessions_manifest(dataset.value),
-            wd.splits_manifest,
-            wd.splits_meta,
-            seed,
-            protocol,
-            test_frac,
-            val_frac=val_frac,
-            fold=fold,
-            target_manifest=wd.sessions_manifest(target.value) if target is not None else None,
-            clips_path=wd.clips_manifest,
-            frames=frames,
-            stride=stride,
-            labeled_frac=labeled_frac,
-            shift_prob=shift_prob,
-            shift_frames=shift_frames,
-            stores={d: str(wd.store(d)) for d in datasets},
-        )
-    except SplitError as exc:
+        check_output_dir(wd.manifests, "manifests/")
+        with hold_lock(wd.split_lock, f"split manifests in {wd.manifests}"):
+            _, meta = write_splits(
+                wd.sessions_manifest(dataset.value),
+                wd.splits_manifest,
+                wd.splits_meta,
+                seed,
+                protocol,
+                test_frac,
+                val_frac=val_frac,
+                fold=fold,
+                target_manifest=wd.sessions_manifest(target.value) if target is not None else None,
+                clips_path=wd.clips_manifest,
+                frames=frames,
+                stride=stride,
+                labeled_frac=labeled_frac,
+                shift_prob=shift_prob,
+                shift_frames=shift_frames,
+                stores={d: str(wd.store(d)) for d in datasets},
+            )
+    except (SplitError, LockedError, OutputPathError) as exc:
         _fail(exc)
     subj, shift = meta["subjects"], meta["shift"]
     typer.echo(
@@ -413,6 +418,11 @@ def train(
     *_last.pt (resume state), config.json, log.jsonl and log.csv. With WORLD_SIZE set (torchrun
     --nproc-per-node N -m cli train ...) it trains data-parallel, one process per device.
     """
+    import os
+    from contextlib import nullcontext
+
+    from pipeline.lock import LockedError, hold_lock
+    from pipeline.paths import OutputPathError, PathEscapeError, check_output_dir
     from pipeline.safe_pickle import UnsafePickleError
     from pipeline.store import StoreError
     from train.trainer import TrainError, resolve_config, saved_run_config
@@ -449,10 +459,17 @@ def train(
         force=force or None,
     )
     try:
+        check_output_dir(wd.runs, "runs/")
+        wd.run(name or "default")  # a run name never leads outside runs/
         base = saved_run_config(wd, name or "default") if resume else None
         cfg = resolve_config(overrides, config_file=config, base=base)
-        run_training(cfg, wd)
-    except (TrainError, StoreError, UnsafePickleError) as exc:
+        # One process trains runs/<name>; of a torchrun group only rank 0 (which writes the run) locks it.
+        lock_run = int(os.environ.get("RANK", "0")) == 0
+        with (
+            hold_lock(wd.run_lock(cfg.run_name), f"run {wd.run(cfg.run_name)}") if lock_run else nullcontext()
+        ):
+            run_training(cfg, wd)
+    except (TrainError, StoreError, UnsafePickleError, LockedError, PathEscapeError, OutputPathError) as exc:
         _fail(exc)
 
 
@@ -476,13 +493,18 @@ def report(
     Reads runs/<name>/*.pt (and log.jsonl), manifests/splits.csv and the store; writes
     reports/report.md, metrics.json, metrics.csv, windows.csv and reports/figures/*.png.
     """
+    from pipeline.paths import OutputPathError, PathEscapeError, check_output_dir, check_run_name
     from pipeline.safe_pickle import UnsafePickleError
     from pipeline.store import StoreError
     from train.report import ReportError, make_report
 
+    wd = Workdir.resolve(workdir)
     try:
-        path = make_report(Workdir.resolve(workdir), runs, device, eval_stride, log=typer.echo)
-    except (ReportError, StoreError, UnsafePickleError) as exc:
+        check_output_dir(wd.reports, "reports/")
+        for name in runs or []:
+            check_run_name(name)
+        path = make_report(wd, runs, device, eval_stride, log=typer.echo)
+    except (ReportError, StoreError, UnsafePickleError, OutputPathError, PathEscapeError) as exc:
         _fail(exc)
     if not quiet:
         typer.echo(path.read_text())
@@ -526,15 +548,16 @@ def predict(
 
     Writes hr.csv (time vs HR per window), bvp.csv, prediction.json and prediction.png.
     """
+    from pipeline.paths import OutputPathError, check_output_dir
     from train.predict import PredictError, predict_video
 
     if fmt not in ("csv", "json"):
         _fail(ValueError(f"--format must be csv or json, got {fmt!r}"))
+    wd = Workdir.resolve(workdir)
     try:
-        pred = predict_video(
-            video, checkpoint, out, Workdir.resolve(workdir), device, stride, fmt, log=typer.echo
-        )
-    except PredictError as exc:
+        check_output_dir(out or wd.root / "predictions", "--out" if out else "predictions/")
+        pred = predict_video(video, checkpoint, out, wd, device, stride, fmt, log=typer.echo)
+    except (PredictError, OutputPathError) as exc:
         _fail(exc)
     for kind, path in pred.files.items():
         typer.echo(f"{kind}: {path}")

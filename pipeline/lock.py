@@ -46,16 +46,21 @@ def _holder(fd: int) -> str:
 
 @contextmanager
 def hold_lock(path: str | Path, what: str) -> Iterator[Path]:
-    """Hold the exclusive lock ``path`` (created with its parent folders if missing) for the ``with``
-    block, or raise :class:`LockedError` at once if another process (or another ``hold_lock`` of this
-    process) holds it. ``what`` names the locked thing in the message, e.g. ``"store data/x.zarr"``."""
+    """Hold the exclusive lock ``path`` for the ``with`` block, or raise :class:`LockedError` at once if
+    another process (or another ``hold_lock`` of this process) holds it. ``what`` names the locked thing
+    in the message, e.g. ``"store data/x.zarr"``. The lock file, and any of its parent folders made for
+    it that are still empty, are removed on release."""
     path = Path(path)
     if fcntl is None:  # pragma: no cover
         yield path
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
+    created = [d for d in (path.parent, *path.parent.parents) if not d.exists()]
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # another holder removed the folder it had created: make it again
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -88,3 +93,8 @@ def hold_lock(path: str | Path, what: str) -> Iterator[Path]:
         except OSError:
             pass
         os.close(fd)
+        for folder in created:  # folders made for the lock alone go too (rmdir fails on a non-empty one)
+            try:
+                folder.rmdir()
+            except OSError:
+                break

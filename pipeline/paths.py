@@ -106,7 +106,7 @@ def check_run_name(name: str) -> str:
     bad = any(c in text for c in "/\\\x00") or text.startswith((".", "_")) or text.endswith(".lock")
     if not text or bad:
         raise PathEscapeError(
-            f"run name {text!r}: must be one plain folder name under runs/ "
+            f"run name {text!r} (--name): must be one plain folder name under runs/ "
             "(no '/', no leading '.' or '_', no '.lock' ending)"
         )
     return text
