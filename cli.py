@@ -195,7 +195,7 @@ def preprocess(
         str | None,
         typer.Option(
             help="Store path or any fsspec URL zarr accepts, e.g. s3://bucket/x.zarr "
-            "(default: data/<dataset>.zarr)."
+            "(default: data/<dataset>.zarr). It must be new, an empty folder or a store rpm made."
         ),
     ] = None,
     workdir: WorkdirOpt = None,
@@ -204,6 +204,7 @@ def preprocess(
 
     Reads <root>; writes data/<dataset>.zarr and manifests/<dataset>_sessions.csv. Sessions that
     cannot be used are listed as failed with the reason; finished sessions are skipped on rerun.
+    One run per store at a time: a second one stops at once, naming the PID holding <store>.lock.
     Recipes: equipleth (real EquiPleth layout), physdrive (public PhysDrive layout), folder (your
     own recordings: see README "Own recordings").
     """

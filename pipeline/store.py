@@ -148,14 +148,15 @@ def _local_state(local: Path) -> str:
         return "absent"
     if not local.is_dir():
         raise StoreError(f"{local}: is a file, not a Zarr store folder; give a new or empty folder")
+    meta = _local_meta(local)
+    is_group = meta is not None and meta.get("node_type") == "group"
+    attrs = (meta.get("attributes") or {}) if is_group else {}
+    if is_group and isinstance(attrs, dict) and STORE_MARKER in attrs:
+        return "rpm"  # the common case, decided without listing the store
     entries = sorted(p.name for p in local.iterdir())
     if not entries:
         return "empty"
-    meta = _local_meta(local)
-    if meta is not None and meta.get("node_type") == "group":
-        attrs = meta.get("attributes") or {}
-        if isinstance(attrs, dict) and STORE_MARKER in attrs:
-            return "rpm"
+    if is_group:
         if not attrs and all(
             name == "zarr.json"
             or name.endswith(".partial")
