@@ -213,8 +213,11 @@ def claim_store(path: str | Path) -> zarr.Group:
     root = open_store(path, mode="a")
     if state != "rpm":
         root.attrs[STORE_MARKER] = {"version": STORE_VERSION}
-    elif root.attrs[STORE_MARKER].get("version", 0) > STORE_VERSION:
-        raise StoreError(f"{path}: made by a newer rpm (store version {root.attrs[STORE_MARKER]['version']})")
+        return root
+    marker = root.attrs[STORE_MARKER]
+    version = marker.get("version", 0) if isinstance(marker, dict) else 0
+    if not isinstance(version, int) or version > STORE_VERSION:
+        raise StoreError(f"{path}: store version {version!r} is not one this rpm writes ({STORE_VERSION})")
     return root
 
 
