@@ -88,6 +88,13 @@ def synth(
             min=1, max=6, help="PhysDrive: sessions per subject, of AS AT BS BT CS CT (default: --size)."
         ),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="Write into a non-empty output folder that rpm synth did not write (its files with "
+            "synth's names are replaced)."
+        ),
+    ] = False,
     workdir: WorkdirOpt = None,
 ) -> None:
     """Write a synthetic paired dataset (face video, radar, PPG) in the real on-disk layout.
@@ -97,30 +104,47 @@ def synth(
     shares the PPG's rate but not its shape, and sometimes-present corruption (body motion,
     interference, occlusion, packet loss; PhysDrive: vehicle vibration, radar-video offsets up to
     1 s). A ``synth_truth.json`` sidecar (not part of the real layout) records the ground truth.
+    The output folder must be new, empty or synth's own (marked by ``.rpm_synth.json``) unless --force.
     """
+    from pipeline.lock import LockedError, hold_lock
+    from pipeline.paths import OutputPathError, check_output_dir, lock_beside
+    from pipeline.synth_target import SynthTargetError
+
     if size not in ("small", "full"):
         _fail(ValueError(f"--size must be small or full, got {size!r}"))
     target = out or Workdir.resolve(workdir).raw(dataset.value)
-    if dataset == SynthLayout.equipleth:
-        from pipeline.synth_equipleth import synth_equipleth
+    try:
+        check_output_dir(target, "--out")
+        with hold_lock(lock_beside(target), f"synth folder {target}"):
+            if dataset == SynthLayout.equipleth:
+                from pipeline.synth_equipleth import synth_equipleth
 
-        table = synth_equipleth(
-            target,
-            subjects=subjects,
-            trials=trials,
-            seconds=seconds,
-            seed=seed,
-            crop_size=crop_size,
-            size=size,
-        )
-        typer.echo(f"wrote {len(table)} trials to {target}")
-    else:
-        from pipeline.synth_physdrive import synth_physdrive
+                table = synth_equipleth(
+                    target,
+                    subjects=subjects,
+                    trials=trials,
+                    seconds=seconds,
+                    seed=seed,
+                    crop_size=crop_size,
+                    size=size,
+                    force=force,
+                )
+                typer.echo(f"wrote {len(table)} trials to {target}")
+            else:
+                from pipeline.synth_physdrive import synth_physdrive
 
-        table = synth_physdrive(
-            target, subjects=subjects, sessions=sessions, seconds=seconds, seed=seed, size=size
-        )
-        typer.echo(f"wrote {len(table)} sessions to {target}")
+                table = synth_physdrive(
+                    target,
+                    subjects=subjects,
+                    sessions=sessions,
+                    seconds=seconds,
+                    seed=seed,
+                    size=size,
+                    force=force,
+                )
+                typer.echo(f"wrote {len(table)} sessions to {target}")
+    except (SynthTargetError, OutputPathError, LockedError) as exc:
+        _fail(exc)
 
 
 @app.command()
@@ -171,7 +195,7 @@ def preprocess(
         str | None,
         typer.Option(
             help="Store path or any fsspec URL zarr accepts, e.g. s3://bucket/x.zarr "
-            "(default: data/<dataset>.zarr)."
+            "(default: data/<dataset>.zarr). It must be new, an empty folder or a store rpm made."
         ),
     ] = None,
     workdir: WorkdirOpt = None,
@@ -180,11 +204,13 @@ def preprocess(
 
     Reads <root>; writes data/<dataset>.zarr and manifests/<dataset>_sessions.csv. Sessions that
     cannot be used are listed as failed with the reason; finished sessions are skipped on rerun.
+    One run per store at a time: a second one stops at once, naming the PID holding <store>.lock.
     Recipes: equipleth (real EquiPleth layout), physdrive (public PhysDrive layout), folder (your
     own recordings: see README "Own recordings").
     """
     from pipeline.equipleth import prepare_equipleth
     from pipeline.folder import prepare_folder
+    from pipeline.lock import LockedError
     from pipeline.physdrive import prepare_physdrive
     from pipeline.store import StoreError
 
@@ -202,7 +228,7 @@ def preprocess(
             manifest = prepare_folder(
                 src, dst, wd.manifests, min_face_rate=min_face_rate, min_face_frac=min_face_frac, **common
             )
-    except (FileNotFoundError, ValueError, StoreError) as exc:
+    except (FileNotFoundError, ValueError, StoreError, LockedError) as exc:
         _fail(exc)
     ok = int((manifest.status == "ok").sum())
     typer.echo(f"{ok}/{len(manifest)} sessions ok -> {dst}; manifest {wd.sessions_manifest(dataset.value)}")
@@ -251,30 +277,34 @@ def split(
     Reads manifests/<dataset>_sessions.csv (and the target's); writes manifests/splits.csv,
     splits.json and clips.csv (T-frame windows with labelled flags and injected sync shifts).
     """
+    from pipeline.lock import LockedError, hold_lock
+    from pipeline.paths import OutputPathError, check_output_dir
     from pipeline.split import SplitError, write_splits
 
     wd = Workdir.resolve(workdir)
     datasets = [dataset.value] + ([target.value] if target is not None else [])
     try:
-        _, meta = write_splits(
-            wd.sessions_manifest(dataset.value),
-            wd.splits_manifest,
-            wd.splits_meta,
-            seed,
-            protocol,
-            test_frac,
-            val_frac=val_frac,
-            fold=fold,
-            target_manifest=wd.sessions_manifest(target.value) if target is not None else None,
-            clips_path=wd.clips_manifest,
-            frames=frames,
-            stride=stride,
-            labeled_frac=labeled_frac,
-            shift_prob=shift_prob,
-            shift_frames=shift_frames,
-            stores={d: str(wd.store(d)) for d in datasets},
-        )
-    except SplitError as exc:
+        check_output_dir(wd.manifests, "manifests/")
+        with hold_lock(wd.split_lock, f"split manifests in {wd.manifests}"):
+            _, meta = write_splits(
+                wd.sessions_manifest(dataset.value),
+                wd.splits_manifest,
+                wd.splits_meta,
+                seed,
+                protocol,
+                test_frac,
+                val_frac=val_frac,
+                fold=fold,
+                target_manifest=wd.sessions_manifest(target.value) if target is not None else None,
+                clips_path=wd.clips_manifest,
+                frames=frames,
+                stride=stride,
+                labeled_frac=labeled_frac,
+                shift_prob=shift_prob,
+                shift_frames=shift_frames,
+                stores={d: str(wd.store(d)) for d in datasets},
+            )
+    except (SplitError, LockedError, OutputPathError) as exc:
         _fail(exc)
     subj, shift = meta["subjects"], meta["shift"]
     typer.echo(
@@ -389,6 +419,11 @@ def train(
     *_last.pt (resume state), config.json, log.jsonl and log.csv. With WORLD_SIZE set (torchrun
     --nproc-per-node N -m cli train ...) it trains data-parallel, one process per device.
     """
+    import os
+    from contextlib import nullcontext
+
+    from pipeline.lock import LockedError, hold_lock
+    from pipeline.paths import OutputPathError, PathEscapeError, check_output_dir
     from pipeline.safe_pickle import UnsafePickleError
     from pipeline.store import StoreError
     from train.trainer import TrainError, resolve_config, saved_run_config
@@ -425,10 +460,17 @@ def train(
         force=force or None,
     )
     try:
+        check_output_dir(wd.runs, "runs/")
+        wd.run(name or "default")  # a run name never leads outside runs/
         base = saved_run_config(wd, name or "default") if resume else None
         cfg = resolve_config(overrides, config_file=config, base=base)
-        run_training(cfg, wd)
-    except (TrainError, StoreError, UnsafePickleError) as exc:
+        # One process trains runs/<name>; of a torchrun group only rank 0 (which writes the run) locks it.
+        lock_run = int(os.environ.get("RANK", "0")) == 0
+        with (
+            hold_lock(wd.run_lock(cfg.run_name), f"run {wd.run(cfg.run_name)}") if lock_run else nullcontext()
+        ):
+            run_training(cfg, wd)
+    except (TrainError, StoreError, UnsafePickleError, LockedError, PathEscapeError, OutputPathError) as exc:
         _fail(exc)
 
 
@@ -452,13 +494,18 @@ def report(
     Reads runs/<name>/*.pt (and log.jsonl), manifests/splits.csv and the store; writes
     reports/report.md, metrics.json, metrics.csv, windows.csv and reports/figures/*.png.
     """
+    from pipeline.paths import OutputPathError, PathEscapeError, check_output_dir, check_run_name
     from pipeline.safe_pickle import UnsafePickleError
     from pipeline.store import StoreError
     from train.report import ReportError, make_report
 
+    wd = Workdir.resolve(workdir)
     try:
-        path = make_report(Workdir.resolve(workdir), runs, device, eval_stride, log=typer.echo)
-    except (ReportError, StoreError, UnsafePickleError) as exc:
+        check_output_dir(wd.reports, "reports/")
+        for name in runs or []:
+            check_run_name(name)
+        path = make_report(wd, runs, device, eval_stride, log=typer.echo)
+    except (ReportError, StoreError, UnsafePickleError, OutputPathError, PathEscapeError) as exc:
         _fail(exc)
     if not quiet:
         typer.echo(path.read_text())
@@ -502,15 +549,16 @@ def predict(
 
     Writes hr.csv (time vs HR per window), bvp.csv, prediction.json and prediction.png.
     """
+    from pipeline.paths import OutputPathError, check_output_dir
     from train.predict import PredictError, predict_video
 
     if fmt not in ("csv", "json"):
         _fail(ValueError(f"--format must be csv or json, got {fmt!r}"))
+    wd = Workdir.resolve(workdir)
     try:
-        pred = predict_video(
-            video, checkpoint, out, Workdir.resolve(workdir), device, stride, fmt, log=typer.echo
-        )
-    except PredictError as exc:
+        check_output_dir(out or wd.root / "predictions", "--out" if out else "predictions/")
+        pred = predict_video(video, checkpoint, out, wd, device, stride, fmt, log=typer.echo)
+    except (PredictError, OutputPathError) as exc:
         _fail(exc)
     for kind, path in pred.files.items():
         typer.echo(f"{kind}: {path}")

@@ -8,6 +8,11 @@ current directory::
     manifests/              session, split and clip manifests (CSV + JSON)
     runs/<name>/            checkpoints and training logs (``rpm train``)
     reports/                evaluation reports (``rpm report``)
+
+Lock files (``pipeline.lock``; each exists only while its stage runs): ``data/<dataset>.zarr.lock``
+(preprocess), ``runs/<name>.lock`` (train), ``manifests/split.lock`` (split), ``data/raw/<dataset>.lock``
+(synth). A run name is one plain folder name: no ``/``, ``..``, or leading ``.`` or ``_`` (``runs/_teachers``
+is the teacher cache).
 """
 
 from __future__ import annotations
@@ -42,6 +47,19 @@ class Workdir:
     def runs(self) -> Path:
         return self.root / "runs"
 
+    def run(self, name: str) -> Path:
+        """``runs/<name>``; raises :class:`PathEscapeError` unless ``name`` is a valid run name."""
+        return self.runs / check_run_name(name)
+
+    def run_lock(self, name: str) -> Path:
+        """The lock file ``rpm train`` holds while it writes ``runs/<name>``."""
+        return self.runs / f"{check_run_name(name)}.lock"
+
+    @property
+    def split_lock(self) -> Path:
+        """The lock file ``rpm split`` holds while it writes the split and clip manifests."""
+        return self.manifests / "split.lock"
+
     @property
     def reports(self) -> Path:
         return self.root / "reports"
@@ -63,7 +81,7 @@ class Workdir:
 
 
 class PathEscapeError(ValueError):
-    """A name taken from a manifest or dataset file that would lead outside the dataset root."""
+    """A name taken from a manifest, a dataset file or an option that would lead outside its folder."""
 
 
 def safe_join(root: str | Path, *names: str, source: str | Path = "") -> Path:
@@ -78,3 +96,42 @@ def safe_join(root: str | Path, *names: str, source: str | Path = "") -> Path:
         where = f"{source}: " if source else ""
         raise PathEscapeError(f"{where}{'/'.join(map(str, names))!r} points outside the dataset root {root}")
     return target
+
+
+def check_run_name(name: str) -> str:
+    """A run name is one plain folder name under ``runs/``: not empty, no ``/`` or ``\\``, not ``..``,
+    not starting with ``.`` (hidden files) or ``_`` (``runs/_teachers``, the teacher cache), not ending
+    in ``.lock`` (the runs' lock files)."""
+    text = str(name)
+    bad = any(c in text for c in "/\\\x00") or text.startswith((".", "_")) or text.endswith(".lock")
+    if not text or bad:
+        raise PathEscapeError(
+            f"run name {text!r} (--name): must be one plain folder name under runs/ "
+            "(no '/', no leading '.' or '_', no '.lock' ending)"
+        )
+    return text
+
+
+class OutputPathError(ValueError):
+    """An output folder that cannot be created: the path or one of its parents is a file."""
+
+
+def lock_beside(path: str | Path) -> Path:
+    """The lock file ``<path>.lock`` beside a folder (symlinks resolved, so two spellings of one folder
+    share a lock)."""
+    full = Path(path).expanduser().resolve()
+    if not full.name:
+        raise OutputPathError(f"{path}: the file system root cannot be written to")
+    return full.with_name(full.name + ".lock")
+
+
+def check_output_dir(path: str | Path, option: str) -> Path:
+    """``path`` if it is a folder or can be made one; else :class:`OutputPathError` naming ``option``."""
+    path = Path(path)
+    for p in (path, *path.absolute().parents):
+        if p.exists():
+            if not p.is_dir():
+                where = "" if p == path else f" ({p} is a file)"
+                raise OutputPathError(f"{option} {path}: not a folder{where}; give a folder path")
+            break
+    return path

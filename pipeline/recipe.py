@@ -16,7 +16,11 @@ into ``writer.write_video(blocks)`` (a :class:`pipeline.store.SessionWriter`) an
 4. writes ``<manifests>/<dataset>_sessions.csv`` atomically, after checking every ``ok`` row
    against the store (:func:`validate_store`).
 
-Exactly one task writes one session group, so no two writers ever touch a shard.
+Exactly one task writes one session group, so no two writers ever touch a shard; and one process
+writes one local store: :func:`run_recipe` holds ``<store>.lock`` (:mod:`pipeline.lock`) from its
+first write to the manifest's, so a second run on the same store stops at once with a message naming
+the PID holding it. Remote (URL) stores are not locked. A store path that holds anything but an rpm
+store is refused before any write (:func:`pipeline.store.claim_store`).
 
 Schedulers: ``threads`` (default: no start-up cost, and decoding, MTCNN and compression release
 the GIL), ``processes``, ``sync``, ``distributed`` (a local dask.distributed cluster of
@@ -29,6 +33,7 @@ import errno
 import json
 import math
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,8 +46,20 @@ import pandas as pd
 from dask.callbacks import Callback
 
 from manifests import SESSION_COLUMNS, empty_session_row
+from pipeline.lock import hold_lock
+from pipeline.paths import lock_beside
 from pipeline.quality import session_quality
-from pipeline.store import SessionWriter, StoreError, is_complete, open_store, remove_group, store_exists
+from pipeline.store import (
+    SessionWriter,
+    StoreError,
+    claim_store,
+    is_complete,
+    local_path,
+    open_store,
+    remove_group,
+    store_exists,
+    store_state,
+)
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -260,12 +277,31 @@ def run_recipe(
     scheduler: str = "threads",
     overwrite: bool = False,
 ) -> pd.DataFrame:
-    """Process ``jobs`` into ``store`` and write ``<manifests_dir>/<dataset>_sessions.csv``."""
+    """Process ``jobs`` into ``store`` and write ``<manifests_dir>/<dataset>_sessions.csv``.
+
+    Refuses (:class:`StoreError`) a store path that holds anything but an rpm store before writing,
+    and raises :class:`pipeline.lock.LockedError` if another process is writing the same local store."""
     store = str(store)
     manifests_dir = Path(manifests_dir)
     if not jobs:
         raise FileNotFoundError(f"{dataset}: no sessions found")
-    open_store(store, mode="a")  # create the root group once, before any writer starts
+    store_state(store)  # refuse a path that is not rpm's before even a lock file appears beside it
+    local = local_path(store)
+    with hold_lock(lock_beside(local), f"store {store}") if local is not None else nullcontext():
+        return _run_locked(dataset, jobs, store, manifests_dir, params, workers, scheduler, overwrite)
+
+
+def _run_locked(
+    dataset: str,
+    jobs: list[Job],
+    store: str,
+    manifests_dir: Path,
+    params: dict,
+    workers: int,
+    scheduler: str,
+    overwrite: bool,
+) -> pd.DataFrame:
+    claim_store(store)  # create (and mark) the root group once, before any writer starts
     tasks = [dask.delayed(run_session)(store, job, params, overwrite) for job in jobs]
     rows = compute(tasks, scheduler, workers)
     manifest = pd.DataFrame(rows, columns=SESSION_COLUMNS)

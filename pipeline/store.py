@@ -29,10 +29,22 @@ it, and a rerun redoes any group without it.
 
 The store may be a local path or any fsspec URL zarr accepts (``s3://bucket/x.zarr``,
 ``memory://x``); ``file://`` URLs are treated as local paths.
+
+Ownership: rpm writes only into a store it made. The root group carries the attribute
+``rpm_store = {"version": 1}`` (:data:`STORE_MARKER`), set when rpm creates the store. Before anything
+is written, :func:`claim_store` accepts a path that is absent, an empty folder or a marked store, and
+refuses anything else with a :class:`StoreError` naming the path, so a mistyped ``--store`` (say, a raw
+dataset folder) is never touched. A store made before the marker existed is adopted (marked) when it
+looks exactly like rpm's: a root group without attributes whose every entry is a session group holding
+nothing but rpm's arrays (``video``, ``bvp``, ``radar``, ``radar_ok``), ``zarr.json`` and zarr's
+``*.partial`` temp files. :func:`remove_group` deletes a group only inside a marked store and only if
+the group holds nothing else. Remote (URL) stores are checked through zarr's own listing of groups and
+arrays.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -54,6 +66,13 @@ SHARD_FRAMES = 256
 CROP_SIZE = 128
 # lz4 level 1: half the write time of level 5 on video, reads as fast (byte-shuffle does nothing for uint8)
 _COMPRESSOR = BloscCodec(cname="lz4", clevel=1, shuffle="noshuffle")
+
+
+# Root-group attribute that marks a store rpm made (see the module docstring).
+STORE_MARKER = "rpm_store"
+STORE_VERSION = 1
+# What a session group holds: its arrays (zarr.json and zarr's ``*.partial`` temp files besides).
+SESSION_ARRAYS = ("video", "bvp", "radar", "radar_ok")
 
 
 class StoreError(RuntimeError):
@@ -104,18 +123,133 @@ def check_group_name(group_name: str) -> str:
     return name
 
 
+def _entries_are_rpms(names: Iterable[str], allowed: Iterable[str]) -> bool:
+    """Every name is ``zarr.json``, a zarr temp file (``*.partial``) or one of ``allowed``."""
+    allowed = {"zarr.json", *allowed}
+    return all(n in allowed or n.endswith(".partial") for n in names)
+
+
+def _local_meta(folder: Path) -> dict | None:
+    """The Zarr v3 metadata (``zarr.json``) of a local node, or None if missing or not Zarr v3."""
+    try:
+        meta = json.loads((folder / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and meta.get("zarr_format") == 3 else None
+
+
+def _looks_like_session_group(attrs: dict, members: Iterable[str]) -> bool:
+    """A group SessionWriter made: its attributes (none yet, or ``complete``) and only its arrays."""
+    return (not attrs or "complete" in attrs) and _entries_are_rpms(members, SESSION_ARRAYS)
+
+
+def _local_state(local: Path) -> str:
+    if not local.exists():
+        return "absent"
+    if not local.is_dir():
+        raise StoreError(f"{local}: is a file, not a Zarr store folder; give a new or empty folder")
+    meta = _local_meta(local)
+    is_group = meta is not None and meta.get("node_type") == "group"
+    attrs = (meta.get("attributes") or {}) if is_group else {}
+    if is_group and isinstance(attrs, dict) and STORE_MARKER in attrs:
+        return "rpm"  # the common case, decided without listing the store
+    entries = sorted(p.name for p in local.iterdir())
+    if not entries:
+        return "empty"
+    if is_group:
+        if not attrs and all(
+            name == "zarr.json"
+            or name.endswith(".partial")
+            or (
+                (sub := _local_meta(local / name)) is not None
+                and sub.get("node_type") == "group"
+                and _looks_like_session_group(
+                    sub.get("attributes") or {}, [p.name for p in (local / name).iterdir()]
+                )
+            )
+            for name in entries
+        ):
+            return "legacy"
+    raise StoreError(
+        f"{local}: exists, is not empty and is not a Zarr store made by rpm; refusing to write into it "
+        "(give a new or empty folder for the store)"
+    )
+
+
+def _remote_state(path: str) -> str:
+    try:
+        root = zarr.open_group(path, mode="r", zarr_format=3)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        return "absent"
+    except (zarr.errors.BaseZarrError, ValueError) as exc:
+        raise StoreError(f"{path}: not a Zarr group ({exc}); refusing to write into it") from exc
+    if STORE_MARKER in root.attrs:
+        return "rpm"
+    if not dict(root.attrs) and all(
+        isinstance(g, zarr.Group)
+        and _looks_like_session_group(dict(g.attrs), [k for k, _ in g.members()])
+        and all(isinstance(a, zarr.Array) for _, a in g.members())
+        for _, g in root.members()
+    ):
+        return "legacy"
+    raise StoreError(f"{path}: is a Zarr group not made by rpm; refusing to write into it")
+
+
+def store_state(path: str | Path) -> str:
+    """What is at a store location, read-only: ``absent``, ``empty`` (an empty folder), ``rpm`` (a store
+    rpm made) or ``legacy`` (a store made by rpm before the marker existed, see the module docstring).
+    Anything else raises :class:`StoreError` naming the path."""
+    local = local_path(path)
+    if local is not None:
+        return _local_state(local)
+    return _remote_state(str(path))
+
+
+def claim_store(path: str | Path) -> zarr.Group:
+    """Open a store to write, creating and marking it if absent or empty and marking an adoptable
+    ``legacy`` store; refuses (:class:`StoreError`) anything not made by rpm before writing a byte.
+    A marked store is opened without any write. Returns its root group."""
+    state = store_state(path)
+    root = open_store(path, mode="a")
+    if state != "rpm":
+        root.attrs[STORE_MARKER] = {"version": STORE_VERSION}
+        return root
+    marker = root.attrs[STORE_MARKER]
+    version = marker.get("version", 0) if isinstance(marker, dict) else 0
+    if not isinstance(version, int) or version > STORE_VERSION:
+        raise StoreError(f"{path}: store version {version!r} is not one this rpm writes ({STORE_VERSION})")
+    return root
+
+
 def remove_group(store_path: str | Path, group_name: str) -> None:
-    """Delete a (partial) session group, including zarr's leftover ``*.partial`` temp files."""
+    """Delete a (partial) session group, including zarr's leftover ``*.partial`` temp files.
+
+    Only inside a store rpm made (:data:`STORE_MARKER`) and only a group that holds nothing but rpm's
+    arrays; anything else raises :class:`StoreError` and deletes nothing. A missing group is fine."""
     check_group_name(group_name)  # never rmtree outside the store
     local = local_path(store_path)
     if local is not None:
         target = local / group_name
-        if target.exists():
-            shutil.rmtree(target)
+        if not target.exists():
+            return
+        if store_state(local) != "rpm":
+            raise StoreError(f"{local}: not a store made by rpm; refusing to delete {group_name}")
+        if not target.is_dir() or not _entries_are_rpms([p.name for p in target.iterdir()], SESSION_ARRAYS):
+            raise StoreError(f"{target}: holds files rpm did not write; refusing to delete it")
+        shutil.rmtree(target)
+        return
+    if not store_exists(store_path):
         return
     root = open_store(store_path, mode="a")
-    if group_name in root:
-        del root[group_name]
+    if group_name not in root:
+        return
+    if STORE_MARKER not in root.attrs:
+        raise StoreError(f"{store_path}: not a store made by rpm; refusing to delete {group_name}")
+    group = root[group_name]
+    members = [k for k, _ in group.members()] if isinstance(group, zarr.Group) else ["<array>"]
+    if not _entries_are_rpms(members, SESSION_ARRAYS):
+        raise StoreError(f"{store_path}/{group_name}: holds data rpm did not write; refusing to delete it")
+    del root[group_name]
 
 
 class SessionWriter:
@@ -135,6 +269,7 @@ class SessionWriter:
 
     def __init__(self, store_path: str | Path, group_name: str):
         self.store_path, self.group_name = store_path, check_group_name(group_name)
+        claim_store(store_path)
         remove_group(store_path, group_name)
         self.group = open_store(store_path, mode="a").create_group(group_name)
         self.group.attrs["complete"] = False

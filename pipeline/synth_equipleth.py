@@ -9,6 +9,8 @@ Layout written under ``out`` (the same as the released EquiPleth, see reference.
     fitzpatrick_labels.pkl                 {"v_<s>": 1..6}
     demo_fold.pkl                          {0: {"train": [...], "val": [...], "test": [...]}} (by subject)
     synth_truth.json                       NOT part of the real layout: ground truth of the simulation
+    .rpm_synth.json                        NOT part of the real layout: marks the folder as synth's
+                                           (pipeline.synth_target; written before any data)
 
 Subjects are numbered 1..subjects and trials 1..trials; n = round(30 * seconds) video frames and
 round(120 * seconds) + 33 radar frames are acquired (real captures run ~0.27 s longer than the
@@ -112,6 +114,7 @@ from pipeline.synth_scene import (
     plan_events,
     smooth_noise,
 )
+from pipeline.synth_target import claim_synth_target
 
 VIDEO_FPS = 30.0
 PPG_OFFSET = 25  # samples every EquiPleth loader drops from the start of the PPG
@@ -593,12 +596,15 @@ def synth_equipleth(
     crop_size: int = 128,
     progress: bool = True,
     size: str = "small",
+    force: bool = False,
 ):
     """Generate a synthetic EquiPleth dataset under ``out``; returns one DataFrame row per trial.
 
     ``subjects`` / ``trials`` / ``seconds`` left at None come from the ``size`` preset
     (:data:`SIZES`). Columns: subject, trial, rgb_dir, rf_dir, skin_type, mean_hr_bpm, chest_bin,
     n_frames, n_radar_frames. See the module docstring for the layout, models and rerun behaviour.
+    ``out`` must be absent, empty or synth's own EquiPleth output unless ``force``
+    (:func:`pipeline.synth_target.claim_synth_target`; :class:`SynthTargetError` otherwise).
     """
     import pandas as pd
     from tqdm import tqdm
@@ -611,8 +617,7 @@ def synth_equipleth(
         raise ValueError(f"seconds must give more than {PPG_OFFSET} video frames")
     if crop_size < 16:
         raise ValueError("crop_size must be >= 16")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_synth_target(out, "equipleth", force)
 
     rows, truth = [], {}
     pairs = [(s, t) for s in range(1, subjects + 1) for t in range(1, trials + 1)]

@@ -20,6 +20,8 @@ CONTRACT (what the PhysDrive reader codes against; reference.md §c)::
                                                    seconds, '%Y-%m-%dT%H:%M:%S', like the real LogFile),
                                                    radar_fps (20)
     <out>/synth_truth.json                         ground truth; NOT part of the dataset
+    <out>/.rpm_synth.json                          marks the folder as synth's (pipeline.synth_target;
+                                                   written before any data); NOT part of the dataset
 
 Codes. Subject ``<car><sex><illum><n>``: car A/B/C, sex M/F, illumination Z (noon), H (dusk and
 early morning), W (night), Y (rain, cloudy); subject i (0-based) gets car "ABC"[i % 3], sex
@@ -93,6 +95,7 @@ from pipeline.synth_scene import (
     plan_events,
     smooth_noise,
 )
+from pipeline.synth_target import claim_synth_target
 
 VIDEO_FPS = 30.0
 BVP_FS = 60.0
@@ -626,11 +629,14 @@ def synth_physdrive(
     seed: int = 0,
     size: str = "small",
     progress: bool = True,
+    force: bool = False,
 ):
     """Generate a synthetic PhysDrive dataset under ``out`` (layout: module docstring).
 
     Returns one DataFrame row per session: subject, session, video, bvp, clips, n_frames,
     skin_type, illumination, mean_hr_bpm. Sessions are rewritten on every run (no resume).
+    ``out`` must be absent, empty or synth's own PhysDrive output unless ``force``
+    (:func:`pipeline.synth_target.claim_synth_target`; :class:`SynthTargetError` otherwise).
     """
     import pandas as pd
     from tqdm import tqdm
@@ -641,8 +647,7 @@ def synth_physdrive(
         raise ValueError(f"subjects must be >= 1 and sessions in 1..{len(SESSIONS)}")
     if seconds < 2.0:
         raise ValueError("seconds must be >= 2")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_synth_target(out, "physdrive", force)
     codes = subject_codes(subjects)
     pairing, truth, table = [], {}, []
     total = subjects * sessions

@@ -39,6 +39,8 @@ SURFACE = {
     ],
     "synth": [
         "--crop-size",
+        "--force",
+        "--no-force",
         "--out",
         "--seconds",
         "--seed",

@@ -56,7 +56,13 @@ def test_layout_contract(dataset):
     out, df, truth, pairing = dataset
     codes = subject_codes(2)
     assert codes == ["AMZ1", "BFW1"] and len(df) == 4
-    assert {p.name for p in out.iterdir()} == {"RGB and IR", "mmWave", "pairing.csv", "synth_truth.json"}
+    assert {p.name for p in out.iterdir()} == {
+        "RGB and IR",
+        "mmWave",
+        "pairing.csv",
+        "synth_truth.json",
+        ".rpm_synth.json",
+    }
     assert list(pairing[0]) == ["subject", "session", "clip", "video_start", "radar_start", "radar_fps"]
     assert [(r["subject"], r["session"], r["clip"]) for r in pairing] == [
         ("AMZ1", "AS", "AMZ1_00"),
@@ -146,7 +152,7 @@ def test_same_seed_byte_identical(tmp_path):
     synth_physdrive(a, **args)
     synth_physdrive(b, **args)
     files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    assert files_a == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file()) and len(files_a) == 5
+    assert files_a == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file()) and len(files_a) == 6
     for rel in files_a:  # the mp4 too: x264 single-threaded with fixed settings is deterministic
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
     c = tmp_path / "c"
