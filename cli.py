@@ -391,7 +391,7 @@ def train(
     """
     from pipeline.safe_pickle import UnsafePickleError
     from pipeline.store import StoreError
-    from train.trainer import TrainError, resolve_config, saved_run_config
+    from train.config import TrainError, resolve_config, saved_run_config
     from train.trainer import train as run_training
 
     wd = Workdir.resolve(workdir)
@@ -426,9 +426,10 @@ def train(
     )
     try:
         base = saved_run_config(wd, name or "default") if resume else None
-        cfg = resolve_config(overrides, config_file=config, base=base)
+        base_source = wd.runs / (name or "default") / "config.json"
+        cfg = resolve_config(overrides, config_file=config, base=base, base_source=base_source)
         run_training(cfg, wd)
-    except (TrainError, StoreError, UnsafePickleError) as exc:
+    except (TrainError, StoreError, UnsafePickleError) as exc:  # CheckpointError is a TrainError
         _fail(exc)
 
 
@@ -454,11 +455,12 @@ def report(
     """
     from pipeline.safe_pickle import UnsafePickleError
     from pipeline.store import StoreError
+    from train.config import TrainError
     from train.report import ReportError, make_report
 
     try:
         path = make_report(Workdir.resolve(workdir), runs, device, eval_stride, log=typer.echo)
-    except (ReportError, StoreError, UnsafePickleError) as exc:
+    except (ReportError, StoreError, UnsafePickleError, TrainError) as exc:  # TrainError: CheckpointError
         _fail(exc)
     if not quiet:
         typer.echo(path.read_text())
@@ -502,6 +504,7 @@ def predict(
 
     Writes hr.csv (time vs HR per window), bvp.csv, prediction.json and prediction.png.
     """
+    from train.checkpoint import CheckpointError
     from train.predict import PredictError, predict_video
 
     if fmt not in ("csv", "json"):
@@ -510,7 +513,7 @@ def predict(
         pred = predict_video(
             video, checkpoint, out, Workdir.resolve(workdir), device, stride, fmt, log=typer.echo
         )
-    except PredictError as exc:
+    except (PredictError, CheckpointError) as exc:
         _fail(exc)
     for kind, path in pred.files.items():
         typer.echo(f"{kind}: {path}")

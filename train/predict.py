@@ -32,9 +32,9 @@ import torch
 from pipeline.face import FaceNotFoundError, open_video_crops
 from pipeline.paths import Workdir
 from pipeline.video import VideoError
+from train.checkpoint import load_model
 from train.data import video_to_input
 from train.evaluate import hr_from_psd, overlap_average
-from train.trainer import load_model
 
 
 class PredictError(RuntimeError):

@@ -38,9 +38,11 @@ from torch.utils.data import DataLoader
 
 from pipeline.paths import Workdir
 from pipeline.store import open_store
+from train.checkpoint import load_model
 from train.classical import METHODS as CLASSICAL_FUNCS
 from train.classical import rgb_trace, skin_roi
 from train.data import Window, WindowDataset, video_to_input
+from train.distributed import pick_device
 from train.evaluate import (
     PROTOCOLS,
     SKIN_GROUPS,
@@ -53,7 +55,6 @@ from train.evaluate import (
     whole_video_hr,
     zscore,
 )
-from train.trainer import load_model, pick_device
 
 METHODS = {
     "student": "RPM-Distill student (video only)",
