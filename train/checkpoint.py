@@ -25,6 +25,7 @@ import pickle
 import random
 import re
 import shutil
+import warnings
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -33,7 +34,7 @@ import torch
 from torch import nn
 
 from train.build import build_student, build_teacher
-from train.config import TrainConfig, TrainError, coerce_config_dict
+from train.config import TrainConfig, TrainError, coerce_config_dict, first_line
 
 MODEL_KEYS = ("kind", "model", "config")
 STATE_KEYS = ("kind", "config", "epoch", "step", "best_val", "rng")
@@ -73,7 +74,7 @@ def _refusal_detail(exc: pickle.UnpicklingError) -> str:
         return f"global {found.group(1)}"
     if found := re.search(r"Unsupported operand \d+", text):
         return found.group(0).lower()
-    return (text.strip().splitlines() or ["unknown content"])[0][:160]
+    return first_line(exc, 160)
 
 
 def load_checkpoint(path: Path, required=MODEL_KEYS, map_location="cpu") -> dict:
@@ -84,7 +85,9 @@ def load_checkpoint(path: Path, required=MODEL_KEYS, map_location="cpu") -> dict
     """
     path = Path(path)
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # a pickle of another protocol is refused or loaded: no warning
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError as exc:
         raise CheckpointError(f"{path}: no such checkpoint") from exc
     except IsADirectoryError as exc:
@@ -96,9 +99,9 @@ def load_checkpoint(path: Path, required=MODEL_KEYS, map_location="cpu") -> dict
             "earlier rpm version cannot be loaded: train it again"
         ) from exc
     except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, EOFError, KeyError... on junk
-        first = (str(exc).strip().splitlines() or [""])[0][:160]
         raise CheckpointError(
-            f"{path}: not a readable checkpoint ({type(exc).__name__}: {first}); the file may be truncated "
+            f"{path}: not a readable checkpoint ({type(exc).__name__}: {first_line(exc, 160)}); the file may "
+            "be truncated "
             "or not a .pt file"
         ) from exc
     if not isinstance(ckpt, dict):
@@ -146,9 +149,8 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Modul
             model = build_student(cfg)
         model.load_state_dict(weights)
     except (KeyError, ValueError, RuntimeError, AttributeError) as exc:
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise CheckpointError(
-            f"{path}: its weights do not fit the {ckpt['kind']} its config describes ({first})"
+            f"{path}: its weights do not fit the {ckpt['kind']} its config describes ({first_line(exc)})"
         ) from exc
     return model.to(device).eval(), cfg, ckpt
 

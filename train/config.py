@@ -32,6 +32,11 @@ class TrainError(RuntimeError):
     """A training run that cannot start or go on; the message is one line naming the cause."""
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (at most ``limit`` characters), for one-line errors."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:limit]
+
+
 MODES = ("distill", "sup_only", "distill_only")
 METHODS = ("supervised", "rpm-distill", "output-kd", "fitnets", "dml")
 STUDENTS = ("factorizephys", "factorizephys-big", "physnet")

@@ -26,7 +26,7 @@ from train.checkpoint import (
     load_training_state,
     teacher_cache_key,
 )
-from train.config import RESUME_MUTABLE, TrainConfig, TrainError
+from train.config import RESUME_MUTABLE, TrainConfig, TrainError, first_line
 from train.data import WindowDataset
 from train.runlog import read_log_records
 
@@ -83,7 +83,7 @@ def plan_run(cfg: TrainConfig, workdir: Workdir, needs_teacher: bool) -> RunPlan
     records: list[dict] = []
     if cfg.resume:
         for stage in stages:
-            stage.resume_from = _resume_state(out / f"{stage.kind}_last.pt", stage.cfg)
+            stage.resume_from = _resume_state(out, stage)
         if not any(stage.resume_from for stage in stages):  # killed before a stage's first epoch ended
             _check_resume_config(_saved_config(out), cfg, out / "config.json")
         records = read_log_records(out / "log.jsonl")
@@ -125,7 +125,7 @@ def _read_json(path: Path, what: str) -> dict:
     except FileNotFoundError:
         raise TrainError(f"{path}: no {what}; run `rpm split` first") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TrainError(f"{path}: {what} is not valid JSON ({exc}); rerun `rpm split`") from None
+        raise TrainError(f"{path}: {what} is not valid JSON ({first_line(exc)}); rerun `rpm split`") from None
     if not isinstance(value, dict):
         raise TrainError(f"{path}: {what} is not a JSON object; rerun `rpm split`")
     return value
@@ -143,7 +143,9 @@ def _read_split(workdir: Workdir, dataset: str) -> tuple[dict, pd.DataFrame]:
     try:
         splits = pd.read_csv(path, dtype={"subject": str, "session": str}, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise TrainError(f"{path}: not a readable split table ({exc}); rerun `rpm split`") from None
+        raise TrainError(
+            f"{path}: not a readable split table ({first_line(exc)}); rerun `rpm split`"
+        ) from None
     missing = [c for c in SPLIT_COLUMNS if c not in splits.columns]
     if missing:
         raise TrainError(f"{path}: missing columns {missing}; rerun `rpm split`")
@@ -227,14 +229,20 @@ def _check_resume_config(saved: dict, cfg: TrainConfig, path: Path) -> None:
         )
 
 
-def _resume_state(path: Path, cfg: TrainConfig) -> dict | None:
-    """The checked training state of ``path`` (None when the stage has not finished an epoch yet)."""
+def _resume_state(out: Path, stage: Stage) -> dict | None:
+    """The checked training state ``<kind>_last.pt`` of ``stage`` (None before its first epoch ended).
+
+    The stage's selected model ``<kind>.pt``, reloaded when the stage ends, is checked to load as well.
+    """
+    path, best = out / f"{stage.kind}_last.pt", out / f"{stage.kind}.pt"
+    if best.exists():
+        load_checkpoint(best, MODEL_KEYS)
     if not path.exists():
         return None
     state = load_training_state(path, ["model", "optimizer"])
     if not isinstance(state["config"], dict):
         raise CheckpointError(f"{path}: its config is not a dict")
-    _check_resume_config(state["config"], cfg, path)
+    _check_resume_config(state["config"], stage.cfg, path)
     return state
 
 

@@ -58,8 +58,15 @@ from tqdm.auto import tqdm
 from pipeline.paths import Workdir
 from train import kd
 from train.build import build_student, build_teacher, student_length
-from train.checkpoint import link_or_copy, load_model, save_checkpoint, save_training_state, set_rng_state
-from train.config import TrainConfig
+from train.checkpoint import (
+    CheckpointError,
+    link_or_copy,
+    load_model,
+    save_checkpoint,
+    save_training_state,
+    set_rng_state,
+)
+from train.config import TrainConfig, first_line
 from train.data import video_to_input
 from train.distributed import (
     DistInfo,
@@ -122,9 +129,19 @@ class StudentState:
     def state_dicts(self) -> dict[str, dict]:
         return {k: x.state_dict() for k, x in {**self.modules(), **self.optimisers()}.items()}
 
-    def load_state_dicts(self, state: dict) -> None:
+    def load_state_dicts(self, state: dict, source: Path) -> None:
+        """Restore every module and optimiser from ``state`` (read from ``source``)."""
         for name, x in {**self.modules(), **self.optimisers()}.items():
-            x.load_state_dict(state[name])
+            if name not in state:
+                raise CheckpointError(
+                    f"{source}: holds no {name!r} state for this stage (saved by another method?)"
+                )
+            try:
+                x.load_state_dict(state[name])
+            except (KeyError, ValueError, RuntimeError) as exc:
+                raise CheckpointError(
+                    f"{source}: its {name!r} state does not fit this stage ({first_line(exc)})"
+                ) from exc
 
 
 def seed_everything(seed: int) -> None:
@@ -351,7 +368,7 @@ class StudentTraining:
         return model
 
     def _restore(self, state: dict) -> None:
-        self.st.load_state_dicts(state)
+        self.st.load_state_dicts(state, self.last_path)
         self.epoch, self.step, self.best = state["epoch"] + 1, state["step"], state["best_val"]
         set_rng_state(state["rng"])
 
