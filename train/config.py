@@ -43,6 +43,7 @@ STUDENTS = ("factorizephys", "factorizephys-big", "physnet")
 COMPONENTS = ("peak", "background", "morphology")
 DEVICES = ("auto", "cpu", "cuda")
 SEED_LIMIT = 2**32  # numpy's legacy seed range
+FS_RANGE = (6.0, 1000.0)  # Hz: twice the 180 bpm band edge, up to any camera rate
 
 # A run name is one plain folder name under runs/ (never "..", a path, or a hidden / reserved "_" name).
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,127}")
@@ -335,7 +336,9 @@ def _check_numbers(cfg: TrainConfig, where: Mapping[str, str]) -> None:
             raise bad(key, "at least 1")
     if cfg.num_workers < 0:
         raise bad("num_workers", "0 or more")
-    rates = ["fs", "lr", "teacher_lr", "policy_lr"] + (["virtual_lr"] if cfg.virtual_lr is not None else [])
+    if not (math.isfinite(cfg.fs) and FS_RANGE[0] <= cfg.fs <= FS_RANGE[1]):
+        raise bad("fs", f"a rate in [{FS_RANGE[0]:g}, {FS_RANGE[1]:g}] Hz (the 45-180 bpm band needs 6 Hz)")
+    rates = ["lr", "teacher_lr", "policy_lr"] + (["virtual_lr"] if cfg.virtual_lr is not None else [])
     for key in rates:
         if not (math.isfinite(getattr(cfg, key)) and getattr(cfg, key) > 0):
             raise bad(key, "a finite number above 0")
@@ -357,7 +360,10 @@ def _check_method(cfg: TrainConfig, where: Mapping[str, str]) -> None:
 
 def min_frames(fs: float) -> int:
     """The shortest clip T whose student output (T - 1 samples at ``fs`` Hz) the spectral losses accept:
-    at least 8 samples and one rfft bin in the 45-180 bpm band (11 frames at 30 Hz)."""
+    at least 8 samples and one rfft bin in the 45-180 bpm band (11 frames at 30 Hz, 335 at 1000 Hz).
+
+    ``fs`` must be in :data:`FS_RANGE` (checked first by :func:`validate`), which bounds the search.
+    """
     t = 9
     while not band_bin_indices(t - 1, fs):
         t += 1
