@@ -20,6 +20,9 @@ Video
   B/G ratios, which no chrominance method cancels and which, at 0.5-2 %, is as large as the pulse
   (green pulsatile contrast 0.3-1 %). Rates and sizes are assumptions (the cameras' control loops are
   not published): EquiPleth lab 1-3 re-estimations a minute, PhysDrive cabin 4-10 a minute.
+  Between the steps the AWB loop hunts (``white_balance_hunting``): its grey-world estimate follows
+  the metered scene (the moving head, shading, noise), so the R and B gains wander by 0.1-0.4 %
+  rms (EquiPleth) or 0.2-0.6 % (PhysDrive) within the loop's 0.1-2 Hz bandwidth (assumption).
 * ``bcg_head_motion``: the ballistocardiographic recoil of the head at every heartbeat (Balakrishnan
   et al., CVPR 2013, "Detecting pulse from head motions in video"; Moco, Stuijk and de Haan, Sci. Rep.
   2016, "Ballistocardiographic artifacts in PPG imaging"): a vertical displacement of 0.05-0.2 mm that
@@ -87,6 +90,8 @@ CONFOUNDER_STREAM = 16  # last entry of the confounders' SeedSequence key (issue
 
 # Video
 AWB_RATE_PER_MIN = {"equipleth": (1.0, 3.0), "physdrive": (4.0, 10.0)}
+AWB_JITTER_RMS = {"equipleth": (0.001, 0.004), "physdrive": (0.002, 0.006)}
+AWB_JITTER_BAND_HZ = (0.1, 2.0)
 AWB_STEP = (0.005, 0.02)  # relative change of the R and B gains per re-estimation
 AE_STEP = (0.01, 0.05)  # relative change of the exposure per re-estimation
 CAMERA_SETTLE_S = (0.1, 0.5)
@@ -173,6 +178,8 @@ def plan_confounders(
         ev.append(_ev("white_balance", t, t + 3 * settle, "video", rb_step=awb))
         ev.append(_ev("auto_exposure", t, t + 3 * settle, "video", gain_step=ae))
     p["camera_steps"] = steps
+    p["awb_jitter_rms"] = float(rng.uniform(*AWB_JITTER_RMS[layout]))
+    ev.append(_ev("white_balance_hunting", a, b, "video", rb_rms=p["awb_jitter_rms"]))
     p["camera_settle_s"] = settle
     p["bcg_head_m"] = float(rng.uniform(*BCG_HEAD_M))
     ev.append(_ev("bcg_head_motion", a, b, "video", amplitude_m=p["bcg_head_m"]))
@@ -268,6 +275,11 @@ def camera_gains(conf: Confounders, t: np.ndarray) -> tuple[np.ndarray, np.ndarr
     gains = np.ones((t.size, 3))
     analogue = np.ones(t.size)
     tau = conf.params["camera_settle_s"]
+    if t.size > 8:
+        fs = (t.size - 1) / max(float(t[-1] - t[0]), 1e-9)
+        j = conf.params["awb_jitter_rms"] * band_noise(t.size, fs, *AWB_JITTER_BAND_HZ, _stream(conf, 5))
+        gains[:, 0] *= 1.0 + j
+        gains[:, 2] *= 1.0 - j
     for t0, awb, ae in conf.params["camera_steps"]:
         s = np.where(t >= t0, 1.0 - np.exp(-(t - t0) / tau), 0.0)
         gains[:, 0] *= 1.0 + awb * s
