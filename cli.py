@@ -95,6 +95,14 @@ def synth(
             "synth's names are replaced)."
         ),
     ] = False,
+    difficulty: Annotated[
+        str,
+        typer.Option(
+            help="realistic (the real datasets' confounders: camera AE/AWB steps, head motion with the "
+            "heartbeat and breathing, contact-PPG label imperfections, asymmetric breathing, sway and "
+            "multipath in the radar, ...) or easy (none of them: a clean world for tests)."
+        ),
+    ] = "realistic",
     workdir: WorkdirOpt = None,
 ) -> None:
     """Write a synthetic paired dataset (face video, radar, PPG) in the real on-disk layout.
@@ -112,6 +120,8 @@ def synth(
 
     if size not in ("small", "full"):
         _fail(ValueError(f"--size must be small or full, got {size!r}"))
+    if difficulty not in ("easy", "realistic"):
+        _fail(ValueError(f"--difficulty must be easy or realistic, got {difficulty!r}"))
     target = out or Workdir.resolve(workdir).raw(dataset.value)
     try:
         check_output_dir(target, "--out")
@@ -128,6 +138,7 @@ def synth(
                     crop_size=crop_size,
                     size=size,
                     force=force,
+                    difficulty=difficulty,
                 )
                 typer.echo(f"wrote {len(table)} trials to {target}")
             else:
@@ -141,6 +152,7 @@ def synth(
                     seed=seed,
                     size=size,
                     force=force,
+                    difficulty=difficulty,
                 )
                 typer.echo(f"wrote {len(table)} sessions to {target}")
     except (SynthTargetError, OutputPathError, LockedError) as exc:

@@ -39,6 +39,7 @@ SURFACE = {
     ],
     "synth": [
         "--crop-size",
+        "--difficulty",
         "--force",
         "--no-force",
         "--out",
