@@ -44,12 +44,14 @@ class Evil:
         return (os.system, (f"touch {self.marker}",))
 
 
-def snapshot(root: Path) -> dict[str, tuple[bytes | None, int]]:
-    """Every file's bytes and every path's modification time (ns) under ``root``."""
+def snapshot(root: Path) -> dict[str, tuple[bytes | None, int | None]]:
+    """Every path under ``root``, with every file's bytes and modification time (ns). Folders count by
+    presence only: ``rpm train`` holds ``runs/<name>.lock`` while it plans, and creating and removing
+    that file touches the folder's mtime, never a file."""
     return {
-        str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None, p.stat().st_mtime_ns)
+        str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns) if p.is_file() else (None, None)
         for p in sorted(root.rglob("*"))
-    } | {".": (None, root.stat().st_mtime_ns)}
+    }
 
 
 def invoke(wd: Path, *args: str):
