@@ -270,24 +270,32 @@ def split(
     fold: Annotated[
         str | None, typer.Option(help="demo_fold.pkl fold for --protocol fold (default: first).")
     ] = None,
-    frames: Annotated[int, typer.Option(min=1, help="Clip length T in video frames (clips.csv).")] = 256,
-    stride: Annotated[int, typer.Option(min=1, help="Clip stride in video frames.")] = 30,
+    frames: Annotated[
+        int, typer.Option(min=1, help="Window length T listed in clips.csv (training cuts its own).")
+    ] = 256,
+    stride: Annotated[int, typer.Option(min=1, help="Window stride listed in clips.csv.")] = 30,
     labeled_frac: Annotated[
-        float, typer.Option(help="Share of training subjects whose labels are used (column labeled).")
+        float,
+        typer.Option(
+            help="Deprecated: only fills clips.csv's labeled column (a preview with this seed); "
+            "rpm train --labeled-frac decides which labels a run uses."
+        ),
     ] = 1.0,
     shift_prob: Annotated[
         float,
-        typer.Option(min=0.0, max=1.0, help="Probability that a training clip's radar window is shifted."),
+        typer.Option(min=0.0, max=1.0, help="Probability that a training window's radar window is shifted."),
     ] = 0.0,
     shift_frames: Annotated[
         int, typer.Option(min=0, help="Forward radar shift in video frames (30 = 1 s).")
     ] = 30,
     workdir: WorkdirOpt = None,
 ) -> None:
-    """Split subjects into train / val (4:1, seeded) and test, and cut the clips table.
+    """Split subjects into train / val (4:1, seeded) and test, and draw the sync shifts.
 
     Reads manifests/<dataset>_sessions.csv (and the target's); writes manifests/splits.csv,
-    splits.json and clips.csv (T-frame windows with labelled flags and injected sync shifts).
+    splits.json (seed, subjects, the shift schedule) and clips.csv (the T-frame windows with their
+    shifts). Training cuts its windows with the same function at its own length and applies the same
+    shifts, so a run at another T (the cpu preset's 128) needs no second split.
     """
     from pipeline.lock import LockedError, hold_lock
     from pipeline.paths import OutputPathError, check_output_dir
@@ -295,6 +303,12 @@ def split(
 
     wd = Workdir.resolve(workdir)
     datasets = [dataset.value] + ([target.value] if target is not None else [])
+    if labeled_frac != 1.0:
+        typer.secho(
+            "note: rpm split --labeled-frac is deprecated; it only fills clips.csv's labeled column. "
+            f"Pass --labeled-frac {labeled_frac:g} to rpm train (with --seed {seed} for the same subjects).",
+            fg=typer.colors.YELLOW,
+        )
     try:
         check_output_dir(wd.manifests, "manifests/")
         with hold_lock(wd.split_lock, f"split manifests in {wd.manifests}"):
@@ -325,7 +339,8 @@ def split(
     )
     typer.echo(
         f"{meta['clips']['n']} clips of {frames} frames -> {wd.clips_manifest}; "
-        f"{shift['shifted']} of {shift['train_clips']} training clips radar-shifted by {shift_frames} frames"
+        f"{shift['shifted']} of {shift['train_clips']} training clips radar-shifted by {shift_frames} frames "
+        f"(seed {seed}; a run cuts its own windows with the same shifts)"
     )
 
 

@@ -237,9 +237,16 @@ def _store_group_incomplete(wd):
     path.write_text(json.dumps(meta))
 
 
-def _shift_clips_of_other_length(wd):
+def _shifts_from_an_older_split(wd):
+    """Shifts drawn in clip order by an older ``rpm split`` (no shift seed): not reproducible per window."""
     meta = json.loads(wd.splits_meta.read_text())
     meta.update(shift={"prob": 0.5, "frames": 30}, clips={"frames": 256, "stride": 30})
+    wd.splits_meta.write_text(json.dumps(meta))
+
+
+def _shift_probability_out_of_range(wd):
+    meta = json.loads(wd.splits_meta.read_text())
+    meta.update(shift={"prob": 1.5, "frames": 30, "seed": 3})
     wd.splits_meta.write_text(json.dumps(meta))
 
 
@@ -265,7 +272,8 @@ WORKDIR_FAULTS = {
     "store group deleted": (_store_group_deleted, ["v_2_1", "missing from the store"]),
     "store group incomplete": (_store_group_incomplete, ["v_1_1", "not complete"]),
     "store missing": (_store_missing, ["equipleth.zarr", "no such store"]),
-    "shift clips of another length": (_shift_clips_of_other_length, ["clips.csv", "rerun `rpm split"]),
+    "shifts from an older split": (_shifts_from_an_older_split, ["splits.json", "rerun `rpm split"]),
+    "shift probability out of range": (_shift_probability_out_of_range, ["splits.json", "in [0, 1]"]),
     "sessions changed after the split": (
         _sessions_changed_after_split,
         ["equipleth_sessions.csv", "changed"],
