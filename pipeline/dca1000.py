@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import safe_pickle
+from pipeline.errors import RpmError
 
 SAMPLES_PER_CHIRP = 256  # complex ADC samples per chirp (fast time)
 VALUES_PER_FRAME = 4 * SAMPLES_PER_CHIRP  # 1024 uint16 values = 2048 B per radar frame
@@ -47,7 +48,7 @@ RADAR_FPS = 120.0  # slow-time frame rate (frame period 8.333 ms)
 MAX_STREAM_TO_RECEIVED = 8
 
 
-class RfFormatError(ValueError):
+class RfFormatError(RpmError, ValueError):
     """An ``rf.pkl`` that cannot be decoded; the message names the file and the problem."""
 
     def __init__(self, path: str | Path | None, problem: str):

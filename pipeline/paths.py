@@ -16,6 +16,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.errors import RpmError
+
 DATASETS = ("equipleth", "physdrive", "folder")
 
 
@@ -62,7 +64,7 @@ class Workdir:
         return self.manifests / "clips.csv"
 
 
-class PathEscapeError(ValueError):
+class PathEscapeError(RpmError, ValueError):
     """A name taken from a manifest or dataset file that would lead outside the dataset root."""
 
 

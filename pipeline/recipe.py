@@ -41,13 +41,14 @@ import pandas as pd
 from dask.callbacks import Callback
 
 from manifests import SESSION_COLUMNS, empty_session_row
+from pipeline.errors import RpmError
 from pipeline.quality import session_quality
 from pipeline.store import SessionWriter, StoreError, is_complete, open_store, remove_group, store_exists
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-class SessionError(RuntimeError):
+class SessionError(RpmError, RuntimeError):
     """A session that cannot be used; the message names the file and the problem."""
 
 

@@ -32,9 +32,10 @@ import numpy as np
 import pandas as pd
 
 from manifests import CLIP_COLUMNS, SPLIT_COLUMNS, read_sessions
+from pipeline.errors import RpmError
 
 
-class SplitError(ValueError):
+class SplitError(RpmError, ValueError):
     pass
 
 

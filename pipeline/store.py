@@ -47,6 +47,8 @@ from zarr.codecs import BloscCodec
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
+from pipeline.errors import RpmError
+
 VIDEO_CHUNK_FRAMES = 32
 # 8 chunks (8.5 s at 30 fps, 12 MiB raw) per shard: a session is a handful of files, and the writer
 # never has to assemble a whole session in memory (a shard is written in one piece)
@@ -56,7 +58,7 @@ CROP_SIZE = 128
 _COMPRESSOR = BloscCodec(cname="lz4", clevel=1, shuffle="noshuffle")
 
 
-class StoreError(RuntimeError):
+class StoreError(RpmError, RuntimeError):
     pass
 
 

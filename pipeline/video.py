@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.errors import RpmError
+
 log = logging.getLogger(__name__)
 
 # AVColorSpace (libavutil/pixfmt.h) -> swscale colour matrix name understood by PyAV's reformat.
@@ -32,7 +34,7 @@ _AVCOL_SPC = {1: "itu709", 4: "fcc", 5: "itu601", 6: "smpte170m", 7: "smpte240m"
 _AVCOL_RANGE = {1: "MPEG", 2: "JPEG"}
 
 
-class VideoError(RuntimeError):
+class VideoError(RpmError, RuntimeError):
     """The file is missing, not a video, or has no decodable frames."""
 
 

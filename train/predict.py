@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from pipeline.errors import RpmError
 from pipeline.face import FaceNotFoundError, open_video_crops
 from pipeline.paths import Workdir
 from pipeline.video import VideoError
@@ -37,7 +38,7 @@ from train.evaluate import hr_from_psd, overlap_average
 from train.trainer import load_model
 
 
-class PredictError(RuntimeError):
+class PredictError(RpmError, RuntimeError):
     pass
 
 

@@ -36,6 +36,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from pipeline.errors import RpmError
 from pipeline.paths import Workdir
 from pipeline.store import open_store
 from train.classical import METHODS as CLASSICAL_FUNCS
@@ -86,7 +87,7 @@ CONDITION_KEYS = ("illumination", "motion", "talking", "road")
 GATE_KEYS = ("gate", "alpha_peak", "alpha_background", "alpha_morphology")
 
 
-class ReportError(RuntimeError):
+class ReportError(RpmError, RuntimeError):
     pass
 
 

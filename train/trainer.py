@@ -59,6 +59,7 @@ from torch.func import functional_call
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
+from pipeline.errors import RpmError
 from pipeline.paths import Workdir
 from pipeline.split import file_sha256, sorted_subjects
 from train import kd
@@ -67,7 +68,7 @@ from train.losses import distill_components, relation_map, spectral_features, su
 from train.models import FactorizePhys, FactorizePhysBig, PhysNet, RFTeacher, SpectralPolicy, rotate_iq
 
 
-class TrainError(RuntimeError):
+class TrainError(RpmError, RuntimeError):
     pass
 
 
