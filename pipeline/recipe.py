@@ -41,7 +41,7 @@ import pandas as pd
 from dask.callbacks import Callback
 
 from manifests import SESSION_COLUMNS, empty_session_row
-from pipeline.errors import RpmError
+from pipeline.errors import OptionError, RpmError
 from pipeline.quality import session_quality
 from pipeline.store import SessionWriter, StoreError, is_complete, open_store, remove_group, store_exists
 
@@ -169,9 +169,23 @@ def _failed(store: str, group: str, row: dict, exc: Exception) -> dict:
     return row
 
 
+LOCAL_SCHEDULERS = ("threads", "processes", "sync", "synchronous", "single-threaded")
+SCHEDULER_ADDRESSES = ("tcp://", "tls://", "inproc://", "ucx://")
+
+
+def check_scheduler(scheduler: str) -> None:
+    """Refuse a ``--scheduler`` that :func:`compute` cannot run, naming the option."""
+    if scheduler in (*LOCAL_SCHEDULERS, "distributed") or scheduler.startswith(SCHEDULER_ADDRESSES):
+        return
+    raise OptionError(
+        f"--scheduler must be threads, processes, sync, distributed or tcp://host:port, got {scheduler!r}"
+    )
+
+
 def compute(tasks: list, scheduler: str, workers: int, label: str = "sessions") -> list:
     """Run dask delayed ``tasks`` on the chosen scheduler with a progress bar."""
-    if scheduler.startswith(("tcp://", "tls://", "inproc://", "ucx://")) or scheduler == "distributed":
+    check_scheduler(scheduler)
+    if scheduler.startswith(SCHEDULER_ADDRESSES) or scheduler == "distributed":
         from dask.distributed import Client, LocalCluster, progress
 
         if scheduler == "distributed":
@@ -189,10 +203,6 @@ def compute(tasks: list, scheduler: str, workers: int, label: str = "sessions") 
             client.close()
             if cluster is not None:
                 cluster.close()
-    if scheduler not in ("threads", "processes", "sync", "synchronous", "single-threaded"):
-        raise ValueError(
-            f"unknown scheduler {scheduler!r}; use threads, processes, sync, distributed or tcp://host:port"
-        )
     # The scheduler function itself, not its name: a name makes dask import dask.distributed to look
     # for a client (0.4 s per run).
     get = {"threads": dask.threaded.get, "processes": dask.multiprocessing.get}.get(
@@ -262,6 +272,7 @@ def run_recipe(
     overwrite: bool = False,
 ) -> pd.DataFrame:
     """Process ``jobs`` into ``store`` and write ``<manifests_dir>/<dataset>_sessions.csv``."""
+    check_scheduler(scheduler)  # before the store is created
     store = str(store)
     manifests_dir = Path(manifests_dir)
     if not jobs:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pipeline.store import open_store
+from pipeline.store import open_store, session_group
 
 RADAR_PER_FRAME = 4
 
@@ -60,12 +60,7 @@ class WindowDataset(Dataset):
         root = open_store(self.store_path, "r")
         self.windows: list[Window] = []
         for session in sorted(sessions):
-            g = root[session]
-            if not g.attrs.get("complete", False):
-                raise RuntimeError(
-                    f"{self.store_path}/{session}: session is not complete in the store; "
-                    "rerun `rpm preprocess`"
-                )
+            g = session_group(root, self.store_path, session)
             n = g["video"].shape[0]
             for s in window_starts(n, frames, stride):
                 self.windows.append(
@@ -93,9 +88,7 @@ class WindowDataset(Dataset):
         skin: dict[str, int] = {}
         for c in clips.itertuples():
             if c.session not in skin:
-                g = root[c.session]
-                if not g.attrs.get("complete", False):
-                    raise RuntimeError(f"{self.store_path}/{c.session}: session is not complete in the store")
+                g = session_group(root, self.store_path, c.session)
                 skin[c.session] = int(g.attrs.get("skin_type", -1))
             labeled = c.labeled if isinstance(c.labeled, bool) else str(c.labeled).lower() == "true"
             self.windows.append(

@@ -38,7 +38,8 @@ from torch.utils.data import DataLoader
 
 from pipeline.errors import RpmError
 from pipeline.paths import Workdir
-from pipeline.store import open_store
+from pipeline.split import read_split_table
+from pipeline.store import open_store, session_group
 from train.classical import METHODS as CLASSICAL_FUNCS
 from train.classical import rgb_trace, skin_roi
 from train.data import Window, WindowDataset, video_to_input
@@ -190,7 +191,7 @@ def session_table(workdir: Workdir, dataset: str, sessions: list[str], truth: di
     rows = []
     trials = {**(truth or {}).get("sessions", {}), **(truth or {}).get("trials", {})}
     for s in sorted(sessions):
-        attrs = dict(root[s].attrs)
+        attrs = dict(session_group(root, workdir.store(dataset), s).attrs)
         cond = {}
         if manifest is not None and s in manifest.index:
             cond.update(_categorical({k: manifest.loc[s].get(k, "") for k in CONDITION_KEYS}))
@@ -344,7 +345,7 @@ def evaluate_run(
         raise ReportError(
             f"{run_dir}: no checkpoint (student.pt / baseline.pt / teacher.pt); run `rpm train`"
         )
-    splits = pd.read_csv(workdir.splits_manifest, dtype={"subject": str}, keep_default_na=False)
+    splits = read_split_table(workdir.splits_manifest)
     models = {k: load_model(run_dir / f"{k}.pt", device) for k in kinds}
     config = run_config(run_dir, models[kinds[0]][2]["config"])
     test_rows = splits[splits.split == "test"]
@@ -1114,6 +1115,10 @@ def make_report(
         raise ReportError(f"{workdir.runs}: no runs to report; run `rpm train` first")
     if not workdir.splits_manifest.is_file():
         raise ReportError(f"{workdir.splits_manifest}: no split; run `rpm split` first")
+    read_split_table(workdir.splits_manifest)  # unusable: stop before any run is evaluated
+    for folder in (workdir.reports, workdir.reports / "figures"):
+        if folder.exists() and not folder.is_dir():
+            raise ReportError(f"{folder}: exists and is not a folder; move it away (the report goes there)")
     dev = pick_device(device)
     results, truth_cache = [], {}
     for i, name in enumerate(names, 1):

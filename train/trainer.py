@@ -61,7 +61,7 @@ from tqdm.auto import tqdm
 
 from pipeline.errors import RpmError
 from pipeline.paths import Workdir
-from pipeline.split import file_sha256, sorted_subjects
+from pipeline.split import file_sha256, read_split_meta, read_split_table, sorted_subjects
 from train import kd
 from train.data import WindowDataset, video_to_input
 from train.losses import distill_components, relation_map, spectral_features, supervised_loss
@@ -1128,11 +1128,11 @@ def _train(cfg: TrainConfig, workdir: Workdir, d: DistInfo) -> Path:
     seed_everything(cfg.seed)
     if not workdir.splits_manifest.is_file():
         raise TrainError(f"{workdir.splits_manifest}: no split; run `rpm split --seed K` first")
-    meta = json.loads(workdir.splits_meta.read_text())
+    meta = read_split_meta(workdir.splits_meta)
     sessions_csv = Path(meta["sessions_manifest"])
     if sessions_csv.is_file() and file_sha256(sessions_csv) != meta["sessions_sha256"]:
         raise TrainError(f"{sessions_csv} changed after the split was made; rerun `rpm split`")
-    splits = pd.read_csv(workdir.splits_manifest, dtype={"subject": str}, keep_default_na=False)
+    splits = read_split_table(workdir.splits_manifest)
     splits = splits[splits.dataset == cfg.dataset]
     train_sessions = splits.loc[splits.split == "train", "session"].tolist()
     val_sessions = splits.loc[splits.split == "val", "session"].tolist()
