@@ -200,7 +200,7 @@ def iter_video(path: str | Path, yuv: bool = False) -> tuple[float, Iterator]:
 
     path = Path(path)
     if not path.is_file():
-        raise VideoError(f"{path}: no such file")
+        raise VideoError(f"{path}: {'a folder, not a video file' if path.is_dir() else 'no such file'}")
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:

@@ -70,6 +70,11 @@ def _window_len(fs: float, even: bool = False) -> int:
     return n + (n % 2) if even else n
 
 
+def min_frames(fs: float) -> int:
+    """The fewest frames at ``fs`` Hz that every method here accepts (CHROM's and POS's 1.6 s window)."""
+    return max(_window_len(fs), _window_len(fs, even=True))
+
+
 def _bandpass(x: np.ndarray, fs: float, lo_hz: float, hi_hz: float, order: int, axis: int = -1) -> np.ndarray:
     hi_hz = min(hi_hz, 0.45 * fs)
     sos = signal.butter(order, [lo_hz, hi_hz], btype="bandpass", fs=fs, output="sos")

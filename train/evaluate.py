@@ -43,12 +43,17 @@ def hr_from_psd(
     order: int = 6,
     resolution_bpm: float = 0.1,
 ) -> float:
-    """Heart rate (bpm) of one waveform ``x`` (samples at ``fs`` Hz) by the band-limited PSD peak."""
+    """Heart rate (bpm) of one waveform ``x`` (samples at ``fs`` Hz) by the band-limited PSD peak.
+
+    ``x`` needs at least 16 finite samples. The zero-phase filter pads by scipy's default (39 samples
+    for order 6), or by ``len(x) - 1`` when the waveform is shorter than that.
+    """
     x = np.asarray(x, dtype=np.float64).ravel()
     if x.size < 16 or not np.isfinite(x).all():
         raise ValueError(f"need a finite waveform of at least 16 samples, got {x.size}")
     sos = signal.butter(order, [lo_bpm / 60.0, hi_bpm / 60.0], btype="bandpass", fs=fs, output="sos")
-    filtered = signal.sosfiltfilt(sos, x - x.mean())
+    taps = 2 * len(sos) + 1 - min(int((sos[:, 2] == 0).sum()), int((sos[:, 5] == 0).sum()))
+    filtered = signal.sosfiltfilt(sos, x - x.mean(), padlen=min(3 * taps, x.size - 1))
     nfft = int(round(60.0 * fs / resolution_bpm))
     freqs, power = signal.periodogram(filtered, fs=fs, nfft=nfft)
     band = (freqs >= lo_bpm / 60.0) & (freqs <= hi_bpm / 60.0)

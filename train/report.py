@@ -41,7 +41,7 @@ from pipeline.paths import Workdir
 from pipeline.split import read_split_table
 from pipeline.store import open_store, session_group
 from train.classical import METHODS as CLASSICAL_FUNCS
-from train.classical import rgb_trace, skin_roi
+from train.classical import min_frames, rgb_trace, skin_roi
 from train.data import Window, WindowDataset, video_to_input
 from train.evaluate import (
     PROTOCOLS,
@@ -381,6 +381,11 @@ def _evaluate_dataset(
     store = workdir.store(dataset)
     sessions = session_table(workdir, dataset, test, truth).set_index("session")
     fs, T = cfg.fs, cfg.frames
+    if T < min_frames(fs):
+        raise ReportError(
+            f"{run_dir}: its {T}-frame windows are shorter than the {min_frames(fs)} frames the POS and "
+            f"CHROM baselines need at {fs:g} Hz; a reportable run has --frames {min_frames(fs)} or more"
+        )
 
     # ---- release protocol: T-frame windows at stride 30
     proto = PROTOCOLS["release"]
