@@ -15,3 +15,8 @@ class RpmError(Exception):
 
 class OptionError(RpmError, ValueError):
     """A command-line option (or option combination) that cannot be used; the message starts with it."""
+
+
+class DatasetError(RpmError, ValueError):
+    """A dataset-level file (labels, folds, pairing) that stops the whole preprocessing run; the message
+    names it. (A problem confined to one session fails that session only: ``SessionError``.)"""

@@ -42,7 +42,7 @@ from dask.callbacks import Callback
 
 from manifests import SESSION_COLUMNS, empty_session_row
 from pipeline.errors import OptionError, RpmError
-from pipeline.quality import session_quality
+from pipeline.quality import plausibility_notes, session_quality
 from pipeline.store import SessionWriter, StoreError, is_complete, open_store, remove_group, store_exists
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -105,10 +105,17 @@ def run_session(store: str, job: Job, params: dict, overwrite: bool) -> dict:
             raise SessionError(f"{row['session']}: video frames are {writer.frame_shape}, not (128, 128, 3)")
         if t < 2 * data.fps:
             raise SessionError(f"{row['session']}: only {t} aligned frames (< 2 s)")
+        if not np.any(data.radar_ok):
+            raise SessionError(
+                f"{row['session']}: none of its {np.size(data.radar_ok)} radar frames holds data "
+                "(radar coverage 0); not stored"
+            )
         quality = session_quality(
             data.bvp, data.fps, data.radar, data.radar_fps, data.radar_channel, data.radar_ok
         )
         row.update(data.row)
+        notes = plausibility_notes(data.bvp, data.fps, data.radar_ok)
+        row["repairs"] = "; ".join(n for n in [row.get("repairs", ""), *notes] if n)
         row.update(
             status="ok",
             reason="",
@@ -162,7 +169,7 @@ def _stop(writer: SessionWriter | None) -> None:
 def _failed(store: str, group: str, row: dict, exc: Exception) -> dict:
     """The manifest row of a session that cannot be used (any partial group is removed)."""
     remove_group(store, group)
-    reason = str(exc) if isinstance(exc, SessionError) else f"{type(exc).__name__}: {exc}"
+    reason = str(exc) if isinstance(exc, RpmError) else f"{type(exc).__name__}: {exc}"
     row.update(status="failed", reason=reason or type(exc).__name__)
     for key in ("n_frames", "n_radar_frames"):
         row[key] = 0
