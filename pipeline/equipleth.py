@@ -391,7 +391,8 @@ def prepare_equipleth(
             notes = (f"skin_type: v_{subject} not in fitzpatrick_labels.pkl (recorded as -1)",)
         jobs.append(Job(row=row, build=build_session, args=(root, s, decoder, notes)))
     # version 3: short PPG gaps are interpolated, flat PPG fails, unknown skin types are noted
-    params = {"recipe": "equipleth", "version": 3, "rf_decoder": decoder}
+    # version 4: multi-column PPG and rf.pkl without a complete radar frame fail; plausibility notes
+    params = {"recipe": "equipleth", "version": 4, "rf_decoder": decoder}
     manifest = run_recipe("equipleth", jobs, store, manifests_dir, params, workers, scheduler, overwrite)
     write_warnings(Path(manifests_dir) / "equipleth_warnings.txt", fold_warnings(folds, sessions))
     return manifest

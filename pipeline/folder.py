@@ -271,9 +271,10 @@ def prepare_folder(
     # version 2: one streaming face-crop pass (smoothing across the whole video, not per block)
     # version 3: keyframes searched around the newest known face first (boxes move by a few pixels)
     # version 4: faces tracked between keyframes with MTCNN's O-Net (boxes move by a few per cent)
+    # version 5: PPG under 6 Hz (time in ms) and sessions without radar data fail; plausibility notes
     params = {
         "recipe": "folder",
-        "version": 4,
+        "version": 5,
         "min_face_rate": min_face_rate,
         "min_face_frac": min_face_frac,
     }
