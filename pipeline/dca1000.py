@@ -295,17 +295,18 @@ def decode_by_byte_count(capture: RfCapture, consume: bool = False) -> DecodedRa
             capture.path, "byte counts inconsistent: they decrease while packet numbers increase"
         )
     uncovered(reach, stream.size)
-    if not valid.any():
-        raise RfFormatError(capture.path, _no_complete_frame(sizes, bc))
     lost, disc = _count_lost(pn)
     adc = stream_to_frames(stream)
     adc[~valid] = 0
     return DecodedRadar(adc=adc, valid=valid, lost_packets=lost, discontinuities=disc)
 
 
-def _no_complete_frame(sizes: np.ndarray, byte_counts: np.ndarray) -> str:
-    """Why a capture holds no complete radar frame: most often packets of another size than the byte
-    counts step by (every frame then has holes)."""
+def no_complete_frame_reason(capture: RfCapture) -> str:
+    """Why :func:`decode_by_byte_count` found no complete radar frame in ``capture`` (call it before a
+    consuming decode): most often packets of another size than the byte counts step by, so that every
+    frame has holes."""
+    sizes = np.array([p.size for p in capture.payloads], dtype=np.int64)
+    byte_counts = capture.byte_counts
     size = int(np.median(sizes))
     steps = np.diff(np.sort(byte_counts))
     step = int(np.median(steps[steps > 0])) // 2 if (steps > 0).any() else size

@@ -195,8 +195,13 @@ def read_radar(rf_path: Path, decoder: str) -> tuple[np.ndarray, np.ndarray, int
 
     The capture is one pickle of the whole recording, so it is held whole; the decoder releases the
     packets as it places them and only the ADC samples and the 19 bins near the chest outlive it.
+    A capture without one complete radar frame raises :class:`pipeline.dca1000.RfFormatError`.
     """
-    decoded = dca1000.decode_capture(dca1000.read_rf_pkl(rf_path), decoder, consume=True)
+    capture = dca1000.read_rf_pkl(rf_path)
+    no_frame = dca1000.no_complete_frame_reason(capture)  # (the decode releases the packets)
+    decoded = dca1000.decode_capture(capture, decoder, consume=True)
+    if not decoded.valid.any():  # e.g. packets of the wrong size: all-zero radar, never "ok"
+        raise dca1000.RfFormatError(rf_path, no_frame)
     iq, chest_bin = radar.chest_iq(decoded.adc, decoded.valid)
     counts = {"lost_packets": decoded.lost_packets, "discontinuities": decoded.discontinuities}
     return radar.fill_lost_frames(iq, decoded.valid), decoded.valid, chest_bin, counts
