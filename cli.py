@@ -668,12 +668,17 @@ def demo(
         int, typer.Option(min=3, help="Synthetic subjects (at least 3: train, val and test).")
     ] = 6,
     trials: Annotated[int, typer.Option(min=1, help="Trials per subject.")] = 2,
-    seconds: Annotated[float, typer.Option(min=2.0, help="Seconds per trial.")] = 30.0,
+    seconds: Annotated[
+        float,
+        typer.Option(min=6.0, help="Seconds per trial (at least 6: one 128-frame clip past the PPG offset)."),
+    ] = 30.0,
     labeled_frac: Annotated[float, typer.Option(help="Labelled fraction of training subjects.")] = 0.4,
     seed: Annotated[int, typer.Option(min=0, help="Seed for data, split and training.")] = 3,
     workdir: WorkdirOpt = None,
 ) -> None:
     """Run every stage end to end on a CPU-sized synthetic EquiPleth dataset and print the report."""
+    from train.trainer import PRESETS
+
     check_fraction("--labeled-frac", labeled_frac, closed_high=True)
     check_synth_options(SynthLayout.equipleth, "small", seconds, trials, None, 128)
     wd = Workdir.resolve(workdir)
@@ -697,7 +702,8 @@ def demo(
         rf_decoder="bytecount",
         workdir=wd.root,
     )
-    split(seed=seed, dataset=Dataset.equipleth, protocol="auto", test_frac=0.2, workdir=wd.root)
+    clips = {k: PRESETS["cpu"][k] for k in ("frames", "stride")}  # the clips the cpu preset trains on
+    split(seed=seed, dataset=Dataset.equipleth, protocol="auto", test_frac=0.2, workdir=wd.root, **clips)
     train(
         labeled_frac=labeled_frac,
         seed=seed,
