@@ -77,6 +77,8 @@ class OneLineErrors(typer.core.TyperGroup):
                 sys.exit(exc.exit_code)
             ctx = getattr(exc, "ctx", None)
             hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            if getattr(exc, "option_name", None) == "--debug":
+                hint = " (--debug goes before the command: rpm --debug COMMAND ...)"
             _error(" ".join(exc.format_message().split()) + hint)
             sys.exit(exc.exit_code)
         except typer.Abort:

@@ -141,6 +141,7 @@ CASES = [
     # --- global
     Case("unknown command", ["frobnicate"], 2, r"No such command 'frobnicate'"),
     Case("unknown option", ["split", "--sead", "3"], 2, r"No such option: --sead"),
+    Case("debug after the command", ["split", "--debug"], 2, r"--debug goes before the command"),
     # --- synth
     Case("synth seed negative", ["synth", "equipleth", "--seed", "-1"], 2, r"'--seed'"),
     Case("synth crop size 8", ["synth", "equipleth", "--crop-size", "8"], 2, r"'--crop-size'"),
