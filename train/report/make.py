@@ -13,7 +13,7 @@ from train.report.gate import gate_section
 from train.report.groups import Group, group_runs, methods_of
 from train.report.methods import METHODS
 from train.report.outputs import metrics_doc, write_outputs
-from train.report.runs import ReportError, run_names
+from train.report.runs import ReportError, read_splits, run_names
 from train.report.schema import DATASET, LABELED_FRAC
 from train.report.scoring import RunResult, evaluate_run
 from train.report.sessions import corruption_source
@@ -31,6 +31,10 @@ def _evaluate_all(workdir: Workdir, names: list[str], device: str, eval_stride: 
     """(every run's results, dataset -> (truth, path) of the truth sidecars read)."""
     if not workdir.splits_manifest.is_file():
         raise ReportError(f"{workdir.splits_manifest}: no split; run `rpm split` first")
+    read_splits(workdir)  # unusable: stop before any run is evaluated
+    for folder in (workdir.reports, workdir.reports / "figures"):
+        if folder.exists() and not folder.is_dir():
+            raise ReportError(f"{folder}: exists and is not a folder; move it away (the report goes there)")
     dev = pick_device(device)
     results, truth_cache = [], {}
     for i, name in enumerate(names, 1):

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.errors import RpmError
 from pipeline.paths import Workdir
+from pipeline.split import read_split_table
 from train.checkpoint import load_model
 from train.report.methods import BY_KEY, NEURAL
 from train.report.schema import (
@@ -23,12 +25,11 @@ from train.report.schema import (
     SPLIT,
     SPLIT_DATASET,
     SPLIT_SESSION,
-    SPLIT_SUBJECT,
     TEST,
 )
 
 
-class ReportError(RuntimeError):
+class ReportError(RpmError, RuntimeError):
     """A report that cannot be made; the message is one line naming the file and the problem."""
 
 
@@ -95,7 +96,8 @@ def read_log_steps(run_dir: Path) -> pd.DataFrame | None:
 
 
 def read_splits(workdir: Workdir) -> pd.DataFrame:
-    return pd.read_csv(workdir.splits_manifest, dtype={SPLIT_SUBJECT: str}, keep_default_na=False)
+    """``splits.csv``, checked (:func:`pipeline.split.read_split_table`: one line naming it when unusable)."""
+    return read_split_table(workdir.splits_manifest)
 
 
 def test_sessions(splits: pd.DataFrame, path: Path) -> dict[str, list[str]]:

@@ -12,7 +12,7 @@ import pandas as pd
 from pipeline.paths import Workdir
 from pipeline.spectrum import hr_batch
 from pipeline.store import open_store
-from train.classical import rgb_trace, skin_roi
+from train.classical import min_frames, rgb_trace, skin_roi
 from train.evaluate import PROTOCOLS, fairness, hr_metrics, overlap_average, skin_group, whole_video_hr
 from train.report.gate import policy_outputs
 from train.report.methods import BY_KEY, CLASSICAL, NEURAL
@@ -135,6 +135,11 @@ def _release(run: RunInputs, dataset: str, test: list[str], root) -> tuple:
     """Release protocol on T-frame windows: (windows table, method -> (N, T - 1) waves, skipped kinds,
     examples, session -> RGB trace)."""
     fs, T = run.cfg.fs, run.cfg.frames
+    if T < min_frames(fs):
+        raise ReportError(
+            f"{run.run_dir}: its {T}-frame windows are shorter than the {min_frames(fs)} frames the POS and "
+            f"CHROM baselines need at {fs:g} Hz; a reportable run has --frames {min_frames(fs)} or more"
+        )
     ds = release_windows(run.workdir.store(dataset), test, T, run.eval_stride or PROTOCOLS["release"].stride)
     if len(ds) == 0:
         raise ReportError(f"{run.run_dir}: the test split has no {T}-frame windows")

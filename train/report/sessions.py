@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.paths import Workdir
-from pipeline.store import open_store
+from pipeline.store import open_store, session_group
 from train.evaluate import skin_group
 from train.report.schema import (
     CORRUPTION_END,
@@ -125,7 +125,7 @@ def session_table(workdir: Workdir, dataset: str, sessions: list[str], truth: di
     manifest = _read_manifest(workdir, dataset)
     rows = []
     for s in sorted(sessions):
-        attrs = dict(root[s].attrs)
+        attrs = dict(session_group(root, workdir.store(dataset), s).attrs)
         entry = truth_entry(truth, dataset, s)
         row = manifest.loc[s] if manifest is not None and s in manifest.index else None
         skin = int(attrs.get(STORE_SKIN_TYPE, -1))
