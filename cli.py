@@ -116,7 +116,7 @@ def synth(
     """
     from pipeline.lock import LockedError, hold_lock
     from pipeline.paths import OutputPathError, check_output_dir, lock_beside
-    from pipeline.synth_target import SynthTargetError
+    from pipeline.synth.target import SynthTargetError
 
     if size not in ("small", "full"):
         _fail(ValueError(f"--size must be small or full, got {size!r}"))
@@ -127,7 +127,7 @@ def synth(
         check_output_dir(target, "--out")
         with hold_lock(lock_beside(target), f"synth folder {target}"):
             if dataset == SynthLayout.equipleth:
-                from pipeline.synth_equipleth import synth_equipleth
+                from pipeline.synth.equipleth import synth_equipleth
 
                 table = synth_equipleth(
                     target,
@@ -142,7 +142,7 @@ def synth(
                 )
                 typer.echo(f"wrote {len(table)} trials to {target}")
             else:
-                from pipeline.synth_physdrive import synth_physdrive
+                from pipeline.synth.physdrive import synth_physdrive
 
                 table = synth_physdrive(
                     target,
@@ -220,10 +220,10 @@ def preprocess(
     Recipes: equipleth (real EquiPleth layout), physdrive (public PhysDrive layout), folder (your
     own recordings: see README "Own recordings").
     """
-    from pipeline.equipleth import prepare_equipleth
-    from pipeline.folder import prepare_folder
     from pipeline.lock import LockedError
-    from pipeline.physdrive import prepare_physdrive
+    from pipeline.recipes.equipleth import prepare_equipleth
+    from pipeline.recipes.folder import prepare_folder
+    from pipeline.recipes.physdrive import prepare_physdrive
     from pipeline.store import StoreError
 
     wd = Workdir.resolve(workdir)

@@ -13,7 +13,7 @@ import scipy.io
 import zarr
 from skimage import data
 
-from pipeline.physdrive import parse_conditions, prepare_physdrive
+from pipeline.recipes.physdrive import parse_conditions, prepare_physdrive
 from pipeline.video import write_video
 
 FPS, N_FRAMES, RADAR_FPS = 30.0, 180, 20.0
@@ -158,10 +158,10 @@ def test_rerun_is_a_noop(physdrive):
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec("pipeline.synth_physdrive") is None, reason="synthetic PhysDrive not written yet"
+    importlib.util.find_spec("pipeline.synth.physdrive") is None, reason="synthetic PhysDrive not written yet"
 )
 def test_synthetic_physdrive_output(tmp_path):
-    from pipeline import synth_physdrive as sp
+    from pipeline.synth import physdrive as sp
 
     root = tmp_path / "raw"
     sp.synth_physdrive(root, subjects=1, sessions=1, seconds=12, seed=0, progress=False)

@@ -15,18 +15,18 @@ import pytest
 from PIL import Image
 
 from pipeline.dca1000 import decode_capture, read_rf_pkl, write_rf_pkl
-from pipeline.equipleth import read_radar
-from pipeline.physio import simulate_physiology
 from pipeline.radar import RF_SCALE, find_chest_bin, range_fft
+from pipeline.recipes.equipleth import read_radar
 from pipeline.spectrum import bandpass, hr_from_psd, snr_db
-from pipeline.synth_equipleth import (
+from pipeline.synth.equipleth import (
     corruption_intervals,
     lost_frame_mask,
     make_capture,
     plan_trial,
     synth_equipleth,
 )
-from pipeline.synth_scene import Conditions, render_face_clip
+from pipeline.synth.physio import simulate_physiology
+from pipeline.synth.scene import Conditions, render_face_clip
 from train.classical import centre_ellipse, pos, rgb_trace
 
 SECONDS = 10.0

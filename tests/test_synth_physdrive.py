@@ -16,7 +16,7 @@ import pytest
 import scipy.io
 
 from pipeline.spectrum import hr_from_psd
-from pipeline.synth_physdrive import (
+from pipeline.synth.physdrive import (
     chest_cell,
     normalise_clip,
     plan_session,

@@ -10,7 +10,7 @@ Layout written under ``out`` (the same as the released EquiPleth, see reference.
     demo_fold.pkl                          {0: {"train": [...], "val": [...], "test": [...]}} (by subject)
     synth_truth.json                       NOT part of the real layout: ground truth of the simulation
     .rpm_synth.json                        NOT part of the real layout: marks the folder as synth's
-                                           (pipeline.synth_target; written before any data)
+                                           (pipeline.synth.target; written before any data)
 
 Subjects are numbered 1..subjects and trials 1..trials; n = round(30 * seconds) video frames and
 round(120 * seconds) + 33 radar frames are acquired (real captures run ~0.27 s longer than the
@@ -24,9 +24,9 @@ Clock and label convention. Video frame i is at t = i / 30 s, radar frame f at t
 frame 4t <-> video frame t, index alignment only, as in EquiPleth: well synchronised, offset 0).
 Every EquiPleth loader drops the first 25 PPG samples, so PPG sample j belongs to time (j - 25) / 30:
 video frame t shows the pulse stored at ``rgbd_ppg.npy[t + 25]``. The physiology
-(:mod:`pipeline.physio`) is simulated from -25/30 s on.
+(:mod:`pipeline.synth.physio`) is simulated from -25/30 s on.
 
-Video: the reflectance model of :mod:`pipeline.synth_scene` on an MTCNN-style crop (the face fills
+Video: the reflectance model of :mod:`pipeline.synth.scene` on an MTCNN-style crop (the face fills
 most of the crop, the crop follows the face, so only residual rigid motion remains). Lab
 conditions: indoor light for every trial; Fitzpatrick types cycle through the subjects (balanced
 light / medium / dark); per trial the head is stationary (75 %), moves moderately (20 %) or a lot
@@ -97,9 +97,8 @@ from pipeline.dca1000 import (
     encode_capture,
     write_rf_pkl,
 )
-from pipeline.physio import Physiology, simulate_physiology
 from pipeline.radar import ADC_RATE_HZ, SLOPE_HZ_PER_S, WAVELENGTH_M
-from pipeline.synth_confounders import (
+from pipeline.synth.confounders import (
     Confounders,
     apply_video,
     check_difficulty,
@@ -110,7 +109,8 @@ from pipeline.synth_confounders import (
     range_amplitude,
     sway,
 )
-from pipeline.synth_scene import (
+from pipeline.synth.physio import Physiology, simulate_physiology
+from pipeline.synth.scene import (
     FACE_BOX_PX,
     FACE_HEIGHT_PX,
     Conditions,
@@ -125,7 +125,7 @@ from pipeline.synth_scene import (
     plan_events,
     smooth_noise,
 )
-from pipeline.synth_target import claim_synth_target
+from pipeline.synth.target import claim_synth_target
 
 VIDEO_FPS = 30.0
 PPG_OFFSET = 25  # samples every EquiPleth loader drops from the start of the PPG
@@ -212,7 +212,7 @@ class TrialPlan:
     start_time: str
     end_time: str
     noise_seq: dict  # name -> SeedSequence for the heavy noise draws
-    confounders: Confounders | None = None  # the realistic world's (pipeline.synth_confounders); None: easy
+    confounders: Confounders | None = None  # the realistic world's (pipeline.synth.confounders); None: easy
 
     @property
     def name(self) -> str:
@@ -242,9 +242,9 @@ def plan_trial(
     difficulty: str = "realistic",
 ) -> TrialPlan:
     """Draw everything about one trial. ``overrides`` (tests, studies) may set ``conditions``
-    (a dict of :class:`~pipeline.synth_scene.Conditions` fields), ``radar_events`` (a list of
+    (a dict of :class:`~pipeline.synth.scene.Conditions` fields), ``radar_events`` (a list of
     {kind, start_s, end_s}), ``lost_packets`` (a list of (first packet, count)) and ``reorder_at``.
-    ``difficulty``: "easy" (no confounders) or "realistic" (:mod:`pipeline.synth_confounders`, drawn
+    ``difficulty``: "easy" (no confounders) or "realistic" (:mod:`pipeline.synth.confounders`, drawn
     from their own stream, so everything else equals the easy twin)."""
     overrides = overrides or {}
     check_difficulty(difficulty)
@@ -648,8 +648,8 @@ def synth_equipleth(
     (:data:`SIZES`). Columns: subject, trial, rgb_dir, rf_dir, skin_type, mean_hr_bpm, chest_bin,
     n_frames, n_radar_frames. See the module docstring for the layout, models and rerun behaviour.
     ``out`` must be absent, empty or synth's own EquiPleth output unless ``force``
-    (:func:`pipeline.synth_target.claim_synth_target`; :class:`SynthTargetError` otherwise).
-    ``difficulty``: "realistic" (default; the confounders of :mod:`pipeline.synth_confounders`) or
+    (:func:`pipeline.synth.target.claim_synth_target`; :class:`SynthTargetError` otherwise).
+    ``difficulty``: "realistic" (default; the confounders of :mod:`pipeline.synth.confounders`) or
     "easy" (none of them: the clean world the pipeline's tests use).
     """
     import pandas as pd

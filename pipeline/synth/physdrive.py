@@ -20,7 +20,7 @@ CONTRACT (what the PhysDrive reader codes against; reference.md §c)::
                                                    seconds, '%Y-%m-%dT%H:%M:%S', like the real LogFile),
                                                    radar_fps (20)
     <out>/synth_truth.json                         ground truth; NOT part of the dataset
-    <out>/.rpm_synth.json                          marks the folder as synth's (pipeline.synth_target;
+    <out>/.rpm_synth.json                          marks the folder as synth's (pipeline.synth.target;
                                                    written before any data); NOT part of the dataset
 
 Codes. Subject ``<car><sex><illum><n>``: car A/B/C, sex M/F, illumination Z (noon), H (dusk and
@@ -36,7 +36,7 @@ sessions, camera and chest vibration growing from road A to C, road bumps on roa
 types mostly 2-4. Radar corruption episodes (body motion with range migration, interference from
 other cars' radars, occlusion by an arm) occur at about 1 per minute.
 
-Video: the reflectance model of :mod:`pipeline.synth_scene`. The cabin (roof liner, windows showing
+Video: the reflectance model of :mod:`pipeline.synth.scene`. The cabin (roof liner, windows showing
 the outside light, B-pillar, headrest, seat belt, dashboard) and the driver's body are a static
 background that shakes with the camera (vehicle vibration, whole pixels); the head (skimage's
 astronaut, recoloured per subject, face ~85-100 px high) is warped per frame with its rigid motion
@@ -80,8 +80,7 @@ import numpy as np
 import scipy.io
 from scipy import ndimage as ndi
 
-from pipeline.physio import Physiology, simulate_physiology
-from pipeline.synth_confounders import (
+from pipeline.synth.confounders import (
     Confounders,
     apply_video,
     check_difficulty,
@@ -93,7 +92,8 @@ from pipeline.synth_confounders import (
     sway,
     vehicle_vibration,
 )
-from pipeline.synth_scene import (
+from pipeline.synth.physio import Physiology, simulate_physiology
+from pipeline.synth.scene import (
     FACE_HEIGHT_PX,
     Conditions,
     Renderer,
@@ -107,7 +107,7 @@ from pipeline.synth_scene import (
     plan_events,
     smooth_noise,
 )
-from pipeline.synth_target import claim_synth_target
+from pipeline.synth.target import claim_synth_target
 
 VIDEO_FPS = 30.0
 BVP_FS = 60.0
@@ -274,7 +274,7 @@ class SessionPlan:
     noise_sigma: float
     vib: np.ndarray  # (n_radar,) chest vibration, m
     noise_seq: dict
-    confounders: Confounders | None = None  # the realistic world's (pipeline.synth_confounders); None: easy
+    confounders: Confounders | None = None  # the realistic world's (pipeline.synth.confounders); None: easy
 
     @property
     def clip_lengths(self) -> list[int]:
@@ -289,7 +289,7 @@ def plan_session(
     index: int, code: str, session: str, s_idx: int, seconds: float, seed: int, difficulty: str = "realistic"
 ) -> SessionPlan:
     """Draw everything about one session; ``difficulty`` "realistic" adds the confounders of
-    :mod:`pipeline.synth_confounders` (their own seed stream: all else equals the "easy" twin)."""
+    :mod:`pipeline.synth.confounders` (their own seed stream: all else equals the "easy" twin)."""
     check_difficulty(difficulty)
     ss = np.random.SeedSequence([seed, index + 1, 100 + SESSIONS.index(session)])
     ss_phys, ss_track, ss_radar, ss_vnoise, ss_rnoise, ss_ev = ss.spawn(6)
@@ -678,13 +678,13 @@ def synth_physdrive(
 ):
     """Generate a synthetic PhysDrive dataset under ``out`` (layout: module docstring).
 
-    ``difficulty``: "realistic" (default; the confounders of :mod:`pipeline.synth_confounders`) or
+    ``difficulty``: "realistic" (default; the confounders of :mod:`pipeline.synth.confounders`) or
     "easy" (none of them: the clean world the pipeline's tests use).
 
     Returns one DataFrame row per session: subject, session, video, bvp, clips, n_frames,
     skin_type, illumination, mean_hr_bpm. Sessions are rewritten on every run (no resume).
     ``out`` must be absent, empty or synth's own PhysDrive output unless ``force``
-    (:func:`pipeline.synth_target.claim_synth_target`; :class:`SynthTargetError` otherwise).
+    (:func:`pipeline.synth.target.claim_synth_target`; :class:`SynthTargetError` otherwise).
     """
     import pandas as pd
     from tqdm import tqdm
