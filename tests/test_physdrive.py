@@ -162,6 +162,7 @@ def test_rerun_is_a_noop(physdrive):
 )
 def test_synthetic_physdrive_output(tmp_path):
     from pipeline.synth import physdrive as sp
+    from pipeline.synth.driver import TRUTH_FILE
 
     root = tmp_path / "raw"
     sp.synth_physdrive(root, subjects=1, sessions=1, seconds=12, seed=0, progress=False)
@@ -169,7 +170,7 @@ def test_synthetic_physdrive_output(tmp_path):
     assert len(manifest) == 1
     row = manifest.iloc[0]
     assert row.status == "ok", row.reason
-    truth = json.loads((root / sp.TRUTH_FILE).read_text())
+    truth = json.loads((root / TRUTH_FILE).read_text())
     tr = truth.get("sessions", truth)[f"{row.subject}/{row.trial}"]
     origin_angle, origin_range = tr["crop_origin_angle_range"]
     angle = int(round(sp.N_ANGLE_FFT / 2 * np.sin(np.deg2rad(tr["chest_angle_deg"])))) - origin_angle

@@ -263,6 +263,18 @@ def test_rerun_skips_complete_and_repairs_half_written(tmp_path):
         synth_equipleth(out, **{**args, "seconds": 3.0})
 
 
+def test_arguments_are_checked_before_anything_is_written(tmp_path):
+    out = tmp_path / "ds"
+    bad_args = ({"trials": 0}, {"subjects": 0}, {"seconds": 0.8}, {"crop_size": 8}, {"seconds": float("inf")})
+    for bad in bad_args:
+        key = next(iter(bad))
+        with pytest.raises(ValueError, match=f"^{key} must be"):
+            synth_equipleth(out, **{**ARGS, **bad})
+    with pytest.raises(ValueError, match="difficulty"):
+        synth_equipleth(out, **{**ARGS, "difficulty": "hard"})
+    assert not out.exists()
+
+
 # --------------------------------------------------------------------------- physiology
 
 
