@@ -116,6 +116,7 @@ def synth(
     """
     from pipeline.lock import LockedError, hold_lock
     from pipeline.paths import OutputPathError, check_output_dir, lock_beside
+    from pipeline.synth import GENERATORS
     from pipeline.synth.target import SynthTargetError
 
     if size not in ("small", "full"):
@@ -126,35 +127,11 @@ def synth(
     try:
         check_output_dir(target, "--out")
         with hold_lock(lock_beside(target), f"synth folder {target}"):
-            if dataset == SynthLayout.equipleth:
-                from pipeline.synth.equipleth import synth_equipleth
-
-                table = synth_equipleth(
-                    target,
-                    subjects=subjects,
-                    trials=trials,
-                    seconds=seconds,
-                    seed=seed,
-                    crop_size=crop_size,
-                    size=size,
-                    force=force,
-                    difficulty=difficulty,
-                )
-                typer.echo(f"wrote {len(table)} trials to {target}")
-            else:
-                from pipeline.synth.physdrive import synth_physdrive
-
-                table = synth_physdrive(
-                    target,
-                    subjects=subjects,
-                    sessions=sessions,
-                    seconds=seconds,
-                    seed=seed,
-                    size=size,
-                    force=force,
-                    difficulty=difficulty,
-                )
-                typer.echo(f"wrote {len(table)} sessions to {target}")
+            generator = GENERATORS[dataset.value]
+            own = dict(trials=trials, sessions=sessions, crop_size=crop_size)
+            shared = dict(subjects=subjects, seconds=seconds, seed=seed, size=size, force=force)
+            table = generator.run(target, own, difficulty=difficulty, **shared)
+            typer.echo(f"wrote {len(table)} {generator.unit} to {target}")
     except (SynthTargetError, OutputPathError, LockedError) as exc:
         _fail(exc)
 
@@ -221,25 +198,15 @@ def preprocess(
     own recordings: see README "Own recordings").
     """
     from pipeline.lock import LockedError
-    from pipeline.recipes.equipleth import prepare_equipleth
-    from pipeline.recipes.folder import prepare_folder
-    from pipeline.recipes.physdrive import prepare_physdrive
+    from pipeline.recipes import RECIPES
     from pipeline.store import StoreError
 
     wd = Workdir.resolve(workdir)
     src, dst = root or wd.raw(dataset.value), store or wd.store(dataset.value)
     common = dict(workers=workers, scheduler=scheduler, overwrite=overwrite)
+    own = dict(rf_decoder=rf_decoder, min_face_rate=min_face_rate, min_face_frac=min_face_frac)
     try:
-        if dataset is Dataset.equipleth:
-            manifest = prepare_equipleth(src, dst, wd.manifests, decoder=rf_decoder, **common)
-        elif dataset is Dataset.physdrive:
-            manifest = prepare_physdrive(
-                src, dst, wd.manifests, min_face_rate=min_face_rate, min_face_frac=min_face_frac, **common
-            )
-        else:
-            manifest = prepare_folder(
-                src, dst, wd.manifests, min_face_rate=min_face_rate, min_face_frac=min_face_frac, **common
-            )
+        manifest = RECIPES[dataset.value].run(src, dst, wd.manifests, own, **common)
     except (FileNotFoundError, ValueError, StoreError, LockedError) as exc:
         _fail(exc)
     ok = int((manifest.status == "ok").sum())
