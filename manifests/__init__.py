@@ -40,7 +40,9 @@ rf_lost_frames       int     EquiPleth: radar frames (of the stored 4 T) filled 
 rf_discontinuities   int     EquiPleth: arrival positions where the packet number jumps
 repairs              str     what was repaired, ``;``-separated (interpolated radar frames,
                              PPG or BVP samples, radar gaps, skipped radar clips, trimmed
-                             frames, an unknown skin type); empty when nothing
+                             frames, an unknown or invalid skin type), and plausibility notes
+                             (radar coverage < 50 %, a label with little power in the
+                             heart-rate band: ``pipeline.quality``); empty when nothing
 store_group          str     Zarr group path inside the store
 ===================  ======  ==========================================================
 

@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.errors import RpmError
+
 DATASETS = ("equipleth", "physdrive", "folder")
 
 
@@ -81,7 +83,7 @@ class Workdir:
         return self.manifests / "clips.csv"
 
 
-class PathEscapeError(ValueError):
+class PathEscapeError(RpmError, ValueError):
     """A name taken from a manifest, a dataset file or an option that would lead outside its folder."""
 
 
@@ -116,7 +118,7 @@ def check_run_name(name: str, where: str = "--name") -> str:
     return text
 
 
-class OutputPathError(ValueError):
+class OutputPathError(RpmError, ValueError):
     """An output folder that cannot be created: the path or one of its parents is a file."""
 
 

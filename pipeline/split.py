@@ -50,12 +50,81 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from manifests import CLIP_COLUMNS, SPLIT_COLUMNS, read_sessions
+from manifests import CLIP_COLUMNS, SPLIT_COLUMNS, SPLITS, read_sessions
+from pipeline.errors import RpmError
 from pipeline.spectrum import window_starts
 
 
-class SplitError(ValueError):
-    pass
+class SplitError(RpmError, ValueError):
+    """A split that cannot be made or read; the message names the file or option and the problem."""
+
+
+# Columns a sessions manifest must have for a split (the rest of manifests.SESSION_COLUMNS is optional).
+SPLIT_INPUT_COLUMNS = ("session", "dataset", "subject", "status", "n_frames")
+
+
+def _read_csv_table(path: Path, columns, rerun: str, reader) -> pd.DataFrame:
+    """``reader(path)`` with every way a CSV can be unusable turned into one :class:`SplitError`."""
+    path = Path(path)
+    if not path.is_file():
+        what = "is a folder, not a file" if path.is_dir() else "missing"
+        raise SplitError(f"{path}: {what}; run `{rerun}` first")
+    try:
+        table = reader(path)
+    except pd.errors.EmptyDataError:
+        raise SplitError(f"{path}: empty file; rerun `{rerun}`") from None
+    except (UnicodeDecodeError, pd.errors.ParserError, ValueError) as exc:
+        problem = " ".join(str(exc).split())
+        raise SplitError(f"{path}: not a readable CSV table ({problem}); rerun `{rerun}`") from None
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise SplitError(f"{path}: missing column(s) {', '.join(missing)}; rerun `{rerun}`")
+    return table
+
+
+def load_sessions_manifest(path: Path) -> pd.DataFrame:
+    """A sessions manifest for splitting: readable, with :data:`SPLIT_INPUT_COLUMNS` (else SplitError)."""
+    table = _read_csv_table(path, SPLIT_INPUT_COLUMNS, "rpm preprocess", read_sessions)
+    ok = table[table.status == "ok"]
+    if pd.to_numeric(ok.n_frames, errors="coerce").isna().any():
+        raise SplitError(
+            f"{path}: column n_frames is not a whole number on every ok row; rerun `rpm preprocess`"
+        )
+    return table
+
+
+def read_split_table(path: Path) -> pd.DataFrame:
+    """``splits.csv`` (session, dataset, subject, split as strings); SplitError naming it when unusable."""
+    table = _read_csv_table(
+        path,
+        SPLIT_COLUMNS,
+        "rpm split",
+        lambda p: pd.read_csv(p, dtype={c: str for c in SPLIT_COLUMNS}, keep_default_na=False),
+    )
+    unknown = sorted(set(table.split) - set(SPLITS))
+    if unknown:
+        raise SplitError(
+            f"{path}: unknown split name(s) {unknown} (expected {', '.join(SPLITS)}); rerun `rpm split`"
+        )
+    return table
+
+
+def read_split_meta(path: Path, required=("sessions_manifest", "sessions_sha256")) -> dict:
+    """``splits.json`` as a dict with the ``required`` keys; SplitError naming it when missing, not a
+    JSON object or without one of them."""
+    path = Path(path)
+    if not path.is_file():
+        raise SplitError(f"{path}: missing; rerun `rpm split`")
+    try:
+        meta = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SplitError(f"{path}: not valid JSON ({exc}); rerun `rpm split`") from None
+    if not isinstance(meta, dict):
+        raise SplitError(f"{path}: expected a JSON object, got {type(meta).__name__}; rerun `rpm split`")
+    missing = [k for k in required if k not in meta]
+    if missing:
+        raise SplitError(f"{path}: no {', '.join(missing)}; rerun `rpm split`")
+    return meta
 
 
 def _subject_key(s: str):
@@ -87,8 +156,8 @@ def labeled_subjects(train_subjects: list[str], frac: float, seed: int) -> list[
     ``rpm split --labeled-frac`` (deprecated) with the split's seed, for ``clips.csv``'s ``labeled``
     column only. Raises SplitError unless 0 < frac <= 1 selects at least one subject."""
     subjects = sorted_subjects(train_subjects)
-    n = math.ceil(frac * len(subjects) - 1e-9)
-    if not 0.0 < frac <= 1.0 or n == 0:
+    n = math.ceil(frac * len(subjects) - 1e-9) if 0.0 < frac <= 1.0 else 0  # (NaN included)
+    if n == 0:
         raise SplitError(f"labelled fraction {frac} selects zero of {len(subjects)} training subjects")
     order = np.random.default_rng(seed).permutation(len(subjects))
     return sorted_subjects(subjects[i] for i in order[:n])
@@ -211,8 +280,8 @@ def make_splits(
     subjects = sorted_subjects(ok.subject)
     fold = None if fold is None else str(fold)
     fold_test = _fold_test_subjects(ok, fold)
-    if protocol == "auto":
-        protocol = "fold" if fold_test else "holdout"
+    if protocol == "auto":  # a fold asked for by name is never replaced by a holdout split
+        protocol = "fold" if fold_test or fold is not None else "holdout"
     target_ok = None
     if protocol == "fold":
         if not fold_test:
@@ -264,11 +333,11 @@ def make_splits(
 def _radar_ok_fracs(store: str | None, session: str, starts, frames: int, radar_fps: float, fps: float):
     if store is None:
         return None
-    from pipeline.store import open_store, store_exists
+    from pipeline.store import open_store, session_group, store_exists
 
     if not store_exists(store):
         return None
-    ok = open_store(store, "r")[session]["radar_ok"][...]
+    ok = session_group(open_store(store, "r"), store, session)["radar_ok"][...]
     cum = np.concatenate([[0], np.cumsum(ok)])
     n = int(round(frames * radar_fps / fps))
     out = []
@@ -346,6 +415,22 @@ def make_clips(
     return clips, stats
 
 
+def check_every_split_has_clips(
+    clips: pd.DataFrame, splits: pd.DataFrame, sessions: pd.DataFrame, frames: int
+) -> None:
+    """Refuse (SplitError naming ``--frames``) a clip length that leaves a split without any clip."""
+    n_frames = sessions.set_index(["dataset", "session"]).n_frames
+    for name in SPLITS:
+        rows = splits[splits.split == name]
+        if rows.empty or (clips.split == name).any():
+            continue
+        longest = int(max(n_frames.loc[(d, s)] for d, s in zip(rows.dataset, rows.session, strict=True)))
+        raise SplitError(
+            f"--frames {frames}: no {name} session is that long (the longest has {longest} frames), so "
+            f"the {name} split would have no clips; use --frames {longest} or less"
+        )
+
+
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -381,7 +466,7 @@ def write_splits(
     manifest_path = Path(manifest_path)
     if not manifest_path.is_file():
         raise SplitError(f"{manifest_path}: no sessions manifest; run `rpm preprocess` first")
-    sessions = read_sessions(manifest_path)
+    sessions = load_sessions_manifest(manifest_path)
     target = None
     manifests = {"source": {"path": str(manifest_path), "sha256": file_sha256(manifest_path)}}
     if protocol == "cross":
@@ -389,7 +474,7 @@ def write_splits(
             raise SplitError(
                 f"{target_manifest}: no target sessions manifest; run `rpm preprocess` on it first"
             )
-        target = read_sessions(target_manifest)
+        target = load_sessions_manifest(target_manifest)
         manifests["target"] = {"path": str(target_manifest), "sha256": file_sha256(target_manifest)}
     splits, meta = make_splits(sessions, seed, protocol, test_frac, val_frac, fold, target)
     labeled = labeled_subjects(meta["subjects"]["train"], labeled_frac, seed)
@@ -404,6 +489,7 @@ def write_splits(
         clips, stats = make_clips(
             splits, all_sessions, seed, frames, stride, labeled, shift_prob, shift_frames, stores
         )
+        check_every_split_has_clips(clips, splits, all_sessions, frames)
         meta["clips"] = {"path": str(clips_path), "frames": frames, "stride": stride, "n": len(clips)}
         meta["shift"].update(stats)
         clips_path.parent.mkdir(parents=True, exist_ok=True)

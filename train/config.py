@@ -23,12 +23,13 @@ from pathlib import Path
 import torch
 
 from pipeline import paths
+from pipeline.errors import RpmError
 from pipeline.paths import DATASETS, Workdir
 from train.losses import band_bin_indices
 from train.models import FactorizePhysBig
 
 
-class TrainError(RuntimeError):
+class TrainError(RpmError, RuntimeError):
     """A training run that cannot start or go on; the message is one line naming the cause."""
 
 
@@ -44,7 +45,6 @@ COMPONENTS = ("peak", "background", "morphology")
 DEVICES = ("auto", "cpu", "cuda")
 SEED_LIMIT = 2**32  # numpy's legacy seed range
 FS_RANGE = (6.0, 1000.0)  # Hz: twice the 180 bpm band edge, up to any camera rate
-
 
 
 @dataclass

@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 
 from pipeline.spectrum import zscore
 from pipeline.split import SyncShifts, session_windows
-from pipeline.store import StoreError, open_store
+from pipeline.store import open_store, session_group
 
 RADAR_PER_FRAME = 4
 
@@ -43,21 +43,6 @@ class Window:
     skin_type: int
     shift: int = 0  # radar window shifted forward by this many video frames (sync-shift injection)
     labeled: bool | None = None  # from the clips manifest; None: decided by labeled_subjects
-
-
-def _complete_group(root, store_path: str, session: str):
-    """The store group of ``session``; :class:`StoreError` when it is missing or not complete."""
-    try:
-        g = root[session]
-    except KeyError:
-        raise StoreError(
-            f"{store_path}/{session}: session is missing from the store; rerun `rpm preprocess`"
-        ) from None
-    if not g.attrs.get("complete", False):
-        raise StoreError(
-            f"{store_path}/{session}: session is not complete in the store; rerun `rpm preprocess`"
-        )
-    return g
 
 
 class WindowDataset(Dataset):
@@ -83,7 +68,7 @@ class WindowDataset(Dataset):
         root = open_store(self.store_path, "r")
         self.windows: list[Window] = []
         for session in sorted(sessions):
-            g = _complete_group(root, self.store_path, session)
+            g = session_group(root, self.store_path, session)
             n = g["video"].shape[0]
             subject, skin = str(g.attrs["subject"]), int(g.attrs.get("skin_type", -1))
             for s, shift in session_windows(n, frames, stride, shifts, session, flush):
@@ -120,7 +105,7 @@ class WindowDataset(Dataset):
         skin: dict[str, int] = {}
         for c in clips.itertuples():
             if c.session not in skin:
-                g = _complete_group(root, self.store_path, c.session)
+                g = session_group(root, self.store_path, c.session)
                 skin[c.session] = int(g.attrs.get("skin_type", -1))
             if labeled_subjects is not None:
                 labeled = None  # decided by labeled_subjects

@@ -16,9 +16,15 @@ from pathlib import Path
 import pandas as pd
 from torch.utils.data import Dataset, Subset
 
-from manifests import SPLIT_COLUMNS
 from pipeline.paths import Workdir
-from pipeline.split import SplitError, SyncShifts, file_sha256, labeled_subjects
+from pipeline.split import (
+    SplitError,
+    SyncShifts,
+    file_sha256,
+    labeled_subjects,
+    read_split_meta,
+    read_split_table,
+)
 from train.checkpoint import (
     MODEL_KEYS,
     CheckpointError,
@@ -26,7 +32,7 @@ from train.checkpoint import (
     load_training_state,
     teacher_cache_key,
 )
-from train.config import RESUME_MUTABLE, TrainConfig, TrainError, first_line
+from train.config import RESUME_MUTABLE, TrainConfig, TrainError
 from train.data import WindowDataset
 from train.runlog import read_log_records
 
@@ -119,36 +125,14 @@ def _run_folder(cfg: TrainConfig, workdir: Workdir) -> Path:
     return out
 
 
-def _read_json(path: Path, what: str) -> dict:
-    try:
-        value = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise TrainError(f"{path}: no {what}; run `rpm split` first") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TrainError(f"{path}: {what} is not valid JSON ({first_line(exc)}); rerun `rpm split`") from None
-    if not isinstance(value, dict):
-        raise TrainError(f"{path}: {what} is not a JSON object; rerun `rpm split`")
-    return value
-
-
 def _read_split(workdir: Workdir, dataset: str) -> tuple[dict, pd.DataFrame]:
-    """(splits.json, the dataset's rows of splits.csv), both checked."""
-    path = workdir.splits_manifest
-    if not path.is_file():
-        raise TrainError(f"{path}: no split; run `rpm split --seed K` first")
-    meta = _read_json(workdir.splits_meta, "split metadata")
-    sessions_csv = Path(str(meta.get("sessions_manifest", "")))
-    if sessions_csv.is_file() and file_sha256(sessions_csv) != meta.get("sessions_sha256"):
+    """(splits.json, the dataset's rows of splits.csv), both checked by :mod:`pipeline.split`'s readers."""
+    meta = read_split_meta(workdir.splits_meta)
+    sessions_csv = Path(str(meta["sessions_manifest"]))
+    if sessions_csv.is_file() and file_sha256(sessions_csv) != meta["sessions_sha256"]:
         raise TrainError(f"{sessions_csv} changed after the split was made; rerun `rpm split`")
-    try:
-        splits = pd.read_csv(path, dtype={"subject": str, "session": str}, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise TrainError(
-            f"{path}: not a readable split table ({first_line(exc)}); rerun `rpm split`"
-        ) from None
-    missing = [c for c in SPLIT_COLUMNS if c not in splits.columns]
-    if missing:
-        raise TrainError(f"{path}: missing columns {missing}; rerun `rpm split`")
+    path = workdir.splits_manifest
+    splits = read_split_table(path)
     splits = splits[splits.dataset == dataset]
     for split in ("train", "val"):
         if not (splits.split == split).any():
