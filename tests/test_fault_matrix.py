@@ -222,8 +222,8 @@ CASES = [
     Case(
         "manifests is a file",
         ["preprocess", "equipleth"],
-        2,
-        r"manifests folder .*manifests: exists and is not a folder",
+        1,
+        r"manifests/ .*manifests: not a folder",
         write("manifests", "x"),
     ),
     Case(
@@ -374,7 +374,7 @@ CASES = [
         "report reports is a file",
         ["report", "r"],
         1,
-        r"reports: exists and is not a folder",
+        r"reports/ .*reports: not a folder",
         write("reports", "x"),
     ),
     Case("report device tpu", ["report", "r", "--device", "tpu"], 2, r"--device must be auto, cpu, cuda"),
@@ -409,8 +409,8 @@ CASES = [
     Case(
         "predict out is a file",
         ["predict", "{root}/face.mp4", "--checkpoint", "r", "--out", "{root}/tiny.toml"],
-        2,
-        r"--out .*tiny\.toml: exists and is not a folder",
+        1,
+        r"--out .*tiny\.toml: not a folder",
     ),
     Case(
         "predict default out is a file",

@@ -43,7 +43,7 @@ def written(tmp_path_factory):
     run(["synth", "equipleth", "--subjects", "4", "--trials", "1", "--seconds", "4", "--crop-size", "32"], wd)
     run(["synth", "physdrive", "--subjects", "1", "--sessions", "1", "--seconds", "3"], wd)
     run(["preprocess", "equipleth"], wd)
-    run(["split", "--seed", "3"], wd)
+    run(["split", "--seed", "3", "--frames", "32"], wd)
     toml = tiny_train_toml().replace("baseline = false", "baseline = true")
     assert "baseline = true" in toml
     (wd / "tiny.toml").write_text(toml)
