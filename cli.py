@@ -265,6 +265,7 @@ def synth(
     """
     from pipeline.lock import hold_lock
     from pipeline.paths import check_output_dir, lock_beside
+    from pipeline.synth import GENERATORS
 
     check_synth_options(dataset, size, seconds, trials, sessions, crop_size)
     if difficulty not in ("easy", "realistic"):
@@ -272,35 +273,11 @@ def synth(
     target = out or Workdir.resolve(workdir).raw(dataset.value)
     check_output_dir(target, "--out")
     with hold_lock(lock_beside(target), f"synth folder {target}"):
-        if dataset == SynthLayout.equipleth:
-            from pipeline.synth_equipleth import synth_equipleth
-
-            table = synth_equipleth(
-                target,
-                subjects=subjects,
-                trials=trials,
-                seconds=seconds,
-                seed=seed,
-                crop_size=crop_size,
-                size=size,
-                force=force,
-                difficulty=difficulty,
-            )
-            typer.echo(f"wrote {len(table)} trials to {target}")
-        else:
-            from pipeline.synth_physdrive import synth_physdrive
-
-            table = synth_physdrive(
-                target,
-                subjects=subjects,
-                sessions=sessions,
-                seconds=seconds,
-                seed=seed,
-                size=size,
-                force=force,
-                difficulty=difficulty,
-            )
-            typer.echo(f"wrote {len(table)} sessions to {target}")
+        generator = GENERATORS[dataset.value]
+        own = dict(trials=trials, sessions=sessions, crop_size=crop_size)
+        shared = dict(subjects=subjects, seconds=seconds, seed=seed, size=size, force=force)
+        table = generator.run(target, own, difficulty=difficulty, **shared)
+        typer.echo(f"wrote {len(table)} {generator.unit} to {target}")
 
 
 @app.command()
@@ -365,11 +342,9 @@ def preprocess(
     own recordings: see README "Own recordings").
     """
     from pipeline.dca1000 import DECODERS
-    from pipeline.equipleth import prepare_equipleth
-    from pipeline.folder import prepare_folder
     from pipeline.paths import check_output_dir
-    from pipeline.physdrive import prepare_physdrive
-    from pipeline.recipe import check_scheduler
+    from pipeline.recipes import RECIPES
+    from pipeline.recipes.base import check_scheduler
 
     check_scheduler(scheduler)
     if rf_decoder not in DECODERS:
@@ -378,16 +353,8 @@ def preprocess(
     check_output_dir(wd.manifests, "manifests/")
     src, dst = root or wd.raw(dataset.value), store or wd.store(dataset.value)
     common = dict(workers=workers, scheduler=scheduler, overwrite=overwrite)
-    if dataset is Dataset.equipleth:
-        manifest = prepare_equipleth(src, dst, wd.manifests, decoder=rf_decoder, **common)
-    elif dataset is Dataset.physdrive:
-        manifest = prepare_physdrive(
-            src, dst, wd.manifests, min_face_rate=min_face_rate, min_face_frac=min_face_frac, **common
-        )
-    else:
-        manifest = prepare_folder(
-            src, dst, wd.manifests, min_face_rate=min_face_rate, min_face_frac=min_face_frac, **common
-        )
+    own = dict(rf_decoder=rf_decoder, min_face_rate=min_face_rate, min_face_frac=min_face_frac)
+    manifest = RECIPES[dataset.value].run(src, dst, wd.manifests, own, **common)
     ok = int((manifest.status == "ok").sum())
     typer.echo(f"{ok}/{len(manifest)} sessions ok -> {dst}; manifest {wd.sessions_manifest(dataset.value)}")
     for row in manifest[manifest.status != "ok"].itertuples():

@@ -40,8 +40,8 @@ FRAME_BYTES = 128 * 128 * 3
 # at the parent's RSS, which after generating a 10-minute session is itself large.
 CHILD = r"""
 import json, sys, time
-from pipeline.equipleth import prepare_equipleth
-from pipeline.physdrive import prepare_physdrive
+from pipeline.recipes.equipleth import prepare_equipleth
+from pipeline.recipes.physdrive import prepare_physdrive
 from pipeline.face import get_mtcnn
 import numpy, zarr, PIL.Image, av, torch  # everything the run imports, before the baseline
 if sys.argv[4] == "physdrive":
@@ -101,7 +101,7 @@ def make_physdrive(root: Path, minutes: float) -> None:
 
 
 def measure(tmp: Path, kind: str, minutes: float) -> dict:
-    from pipeline.synth_equipleth import synth_equipleth
+    from pipeline.synth.equipleth import synth_equipleth
 
     raw = tmp / f"{kind}_{minutes:g}min"
     t0 = time.perf_counter()

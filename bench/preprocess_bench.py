@@ -42,9 +42,9 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.equipleth import prepare_equipleth  # noqa: E402
-from pipeline.physdrive import prepare_physdrive  # noqa: E402
-from pipeline.synth_equipleth import synth_equipleth  # noqa: E402
+from pipeline.recipes.equipleth import prepare_equipleth  # noqa: E402
+from pipeline.recipes.physdrive import prepare_physdrive  # noqa: E402
+from pipeline.synth.equipleth import synth_equipleth  # noqa: E402
 
 
 def _video_bytes(store: Path) -> int:

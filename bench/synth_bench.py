@@ -17,8 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.synth_equipleth import synth_equipleth  # noqa: E402
-from pipeline.synth_physdrive import synth_physdrive  # noqa: E402
+from pipeline.synth.equipleth import synth_equipleth  # noqa: E402
+from pipeline.synth.physdrive import synth_physdrive  # noqa: E402
 
 
 def _run(fn, frames: int, **kw) -> dict:

@@ -6,7 +6,7 @@
         ...  # only this process writes the store
 
 The stages lock (see ``pipeline.paths`` for the names): a local store (``<store>.lock`` beside it,
-taken by :func:`pipeline.recipe.run_recipe`; remote fsspec stores are not locked), ``runs/<name>``
+taken by :func:`pipeline.recipes.base.run_recipe`; remote fsspec stores are not locked), ``runs/<name>``
 (``runs/<name>.lock``, taken by ``rpm train``), ``manifests/`` for ``rpm split``
 (``manifests/split.lock``) and a ``rpm synth`` target (``<out>.lock``).
 

@@ -125,3 +125,24 @@ def test_every_command_and_option_explains_itself():
         assert cmd.help and len(cmd.help) > 40, name
         for p in cmd.params:
             assert getattr(p, "help", None), f"{name} {p.name} has no --help text"
+
+
+def test_dataset_choices_are_the_registries():
+    """``rpm preprocess`` and ``rpm synth`` dispatch through pipeline.recipes.RECIPES and
+    pipeline.synth.GENERATORS: their choices are exactly the registered names, and every option a
+    registry entry forwards is an option of the command and a keyword of the function it calls."""
+    import inspect
+
+    from cli import Dataset, SynthLayout, preprocess, synth
+    from pipeline.recipes import RECIPES
+    from pipeline.synth import GENERATORS
+    from pipeline.synth.target import LAYOUTS
+
+    assert [d.value for d in Dataset] == list(RECIPES)
+    assert [s.value for s in SynthLayout] == list(GENERATORS) == list(LAYOUTS)
+    for recipe in RECIPES.values():
+        assert set(recipe.options) <= set(inspect.signature(preprocess).parameters)
+        assert set(recipe.options.values()) <= set(inspect.signature(recipe.prepare).parameters)
+    for generator in GENERATORS.values():
+        assert set(generator.options) <= set(inspect.signature(synth).parameters)
+        assert set(generator.options) <= set(inspect.signature(generator.generate).parameters)

@@ -23,12 +23,12 @@ import zarr
 from typer.testing import CliRunner
 
 from cli import app
-from pipeline.equipleth import prepare_equipleth
 from pipeline.lock import LockedError, hold_lock
 from pipeline.paths import PathEscapeError, Workdir, lock_beside
+from pipeline.recipes.equipleth import prepare_equipleth
 from pipeline.store import STORE_MARKER, StoreError, claim_store, remove_group, store_state, write_session
-from pipeline.synth_equipleth import synth_equipleth
-from pipeline.synth_target import SYNTH_MARKER
+from pipeline.synth.equipleth import synth_equipleth
+from pipeline.synth.target import SYNTH_MARKER
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.equipleth import SessionError, read_frames, read_ppg
+from pipeline.recipes.equipleth import SessionError, read_frames, read_ppg
 
 
 def write_frames(folder, n, size, value_of=lambda i: i * 20):

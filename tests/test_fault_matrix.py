@@ -34,11 +34,11 @@ from typer.testing import CliRunner
 
 from cli import app
 from pipeline import dca1000
-from pipeline.equipleth import prepare_equipleth
-from pipeline.folder import prepare_folder
 from pipeline.paths import Workdir
+from pipeline.recipes.equipleth import prepare_equipleth
+from pipeline.recipes.folder import prepare_folder
 from pipeline.split import write_splits
-from pipeline.synth_equipleth import synth_equipleth
+from pipeline.synth.equipleth import synth_equipleth
 from pipeline.video import synthetic_face_frames, write_video
 
 REPO = Path(__file__).resolve().parents[1]

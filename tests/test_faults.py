@@ -32,12 +32,12 @@ from typer.testing import CliRunner
 
 from cli import app
 from pipeline import dca1000
-from pipeline.equipleth import prepare_equipleth, read_ppg
-from pipeline.physdrive import _clip_dir, prepare_physdrive
-from pipeline.recipe import SessionError
+from pipeline.recipes.base import SessionError
+from pipeline.recipes.equipleth import prepare_equipleth, read_ppg
+from pipeline.recipes.physdrive import _clip_dir, prepare_physdrive
 from pipeline.safe_pickle import UnsafePickleError, load_npy_object, load_pickle
 from pipeline.store import SessionWriter, StoreError, remove_group
-from pipeline.synth_equipleth import synth_equipleth
+from pipeline.synth.equipleth import synth_equipleth
 from pipeline.video import write_video
 
 MARKER = "rpm-pwned"  # a malicious pickle would create this file

@@ -13,7 +13,7 @@ import scipy.io
 import zarr
 from skimage import data
 
-from pipeline.physdrive import parse_conditions, prepare_physdrive
+from pipeline.recipes.physdrive import parse_conditions, prepare_physdrive
 from pipeline.video import write_video
 
 FPS, N_FRAMES, RADAR_FPS = 30.0, 180, 20.0
@@ -158,10 +158,11 @@ def test_rerun_is_a_noop(physdrive):
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec("pipeline.synth_physdrive") is None, reason="synthetic PhysDrive not written yet"
+    importlib.util.find_spec("pipeline.synth.physdrive") is None, reason="synthetic PhysDrive not written yet"
 )
 def test_synthetic_physdrive_output(tmp_path):
-    from pipeline import synth_physdrive as sp
+    from pipeline.synth import physdrive as sp
+    from pipeline.synth.driver import TRUTH_FILE
 
     root = tmp_path / "raw"
     sp.synth_physdrive(root, subjects=1, sessions=1, seconds=12, seed=0, progress=False)
@@ -169,7 +170,7 @@ def test_synthetic_physdrive_output(tmp_path):
     assert len(manifest) == 1
     row = manifest.iloc[0]
     assert row.status == "ok", row.reason
-    truth = json.loads((root / sp.TRUTH_FILE).read_text())
+    truth = json.loads((root / TRUTH_FILE).read_text())
     tr = truth.get("sessions", truth)[f"{row.subject}/{row.trial}"]
     origin_angle, origin_range = tr["crop_origin_angle_range"]
     angle = int(round(sp.N_ANGLE_FFT / 2 * np.sin(np.deg2rad(tr["chest_angle_deg"])))) - origin_angle

@@ -23,10 +23,10 @@ import pytest
 import zarr
 
 from manifests import SESSION_COLUMNS, read_sessions
-from pipeline.equipleth import prepare_equipleth
-from pipeline.folder import prepare_folder
+from pipeline.recipes.equipleth import prepare_equipleth
+from pipeline.recipes.folder import prepare_folder
 from pipeline.split import make_clips
-from pipeline.synth_equipleth import synth_equipleth
+from pipeline.synth.equipleth import synth_equipleth
 
 REPO = Path(__file__).resolve().parents[1]
 SUBJECTS, SECONDS = 4, 8.0
@@ -146,7 +146,7 @@ def test_killed_run_restarted_equals_uninterrupted(raw, done, tmp_path):
     wd, _ = done
     store = tmp_path / "eq.zarr"
     code = (
-        "import sys; from pipeline.equipleth import prepare_equipleth; "
+        "import sys; from pipeline.recipes.equipleth import prepare_equipleth; "
         "prepare_equipleth(sys.argv[1], sys.argv[2], sys.argv[3], scheduler='sync')"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}

@@ -15,18 +15,18 @@ import pytest
 from PIL import Image
 
 from pipeline.dca1000 import decode_capture, read_rf_pkl, write_rf_pkl
-from pipeline.equipleth import read_radar
-from pipeline.physio import simulate_physiology
 from pipeline.radar import RF_SCALE, find_chest_bin, range_fft
+from pipeline.recipes.equipleth import read_radar
 from pipeline.spectrum import bandpass, hr_from_psd, snr_db
-from pipeline.synth_equipleth import (
+from pipeline.synth.equipleth import (
     corruption_intervals,
     lost_frame_mask,
     make_capture,
     plan_trial,
     synth_equipleth,
 )
-from pipeline.synth_scene import Conditions, render_face_clip
+from pipeline.synth.physio import simulate_physiology
+from pipeline.synth.scene import Conditions, render_face_clip
 from train.classical import centre_ellipse, pos, rgb_trace
 
 SECONDS = 10.0
@@ -261,6 +261,18 @@ def test_rerun_skips_complete_and_repairs_half_written(tmp_path):
     # Different arguments never mix with an existing dataset.
     with pytest.raises(FileExistsError, match=re.escape("v_1_1")):
         synth_equipleth(out, **{**args, "seconds": 3.0})
+
+
+def test_arguments_are_checked_before_anything_is_written(tmp_path):
+    out = tmp_path / "ds"
+    bad_args = ({"trials": 0}, {"subjects": 0}, {"seconds": 0.8}, {"crop_size": 8}, {"seconds": float("inf")})
+    for bad in bad_args:
+        key = next(iter(bad))
+        with pytest.raises(ValueError, match=f"^{key} must be"):
+            synth_equipleth(out, **{**ARGS, **bad})
+    with pytest.raises(ValueError, match="difficulty"):
+        synth_equipleth(out, **{**ARGS, "difficulty": "hard"})
+    assert not out.exists()
 
 
 # --------------------------------------------------------------------------- physiology

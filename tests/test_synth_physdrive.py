@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import json
 import re
+import shutil
 from datetime import datetime
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 import scipy.io
 
 from pipeline.spectrum import hr_from_psd
-from pipeline.synth_physdrive import (
+from pipeline.synth.physdrive import (
     chest_cell,
     normalise_clip,
     plan_session,
@@ -158,3 +159,41 @@ def test_same_seed_byte_identical(tmp_path):
     c = tmp_path / "c"
     synth_physdrive(c, **{**args, "seed": 10})
     assert (c / "pairing.csv").read_bytes() != (a / "pairing.csv").read_bytes()
+
+
+def _all_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_rerun_skips_complete_sessions_and_repairs_half_written(tmp_path):
+    out = tmp_path / "pd"
+    args = dict(subjects=1, sessions=2, seconds=2.0, seed=4, progress=False)
+    df1 = synth_physdrive(out, **args)
+    before = _all_bytes(out)
+    mp4 = out / "RGB and IR" / "AMZ1" / "AS" / "RGB.mp4"
+    mtime = mp4.stat().st_mtime_ns
+    df2 = synth_physdrive(out, **args)
+    assert mp4.stat().st_mtime_ns == mtime  # complete session skipped, not encoded again
+    assert df1.equals(df2) and _all_bytes(out) == before
+    # Interrupted between the renames: the clip is in place, the video folder is not -> written again.
+    shutil.rmtree(out / "RGB and IR" / "AMZ1" / "AT")
+    synth_physdrive(out, **args)
+    assert _all_bytes(out) == before and mp4.stat().st_mtime_ns == mtime
+    assert not (out / ".synth_tmp").exists()
+    # Other arguments never mix with the sessions on disk; the refused run changes nothing.
+    with pytest.raises(FileExistsError, match=re.escape("AMZ1_00") + ".*BVP differs"):
+        synth_physdrive(out, **{**args, "seed": 5})
+    with pytest.raises(FileExistsError, match="BVP differs"):
+        synth_physdrive(out, **{**args, "difficulty": "easy"})
+    assert _all_bytes(out) == before
+
+
+def test_arguments_are_checked_before_anything_is_written(tmp_path):
+    out = tmp_path / "pd"
+    for bad in ({"sessions": 7}, {"subjects": 0}, {"seconds": 1.5}, {"seconds": float("nan")}):
+        key = next(iter(bad))
+        with pytest.raises(ValueError, match=f"^{key} must be"):
+            synth_physdrive(out, **{"subjects": 1, "sessions": 1, "seconds": 2.0, "progress": False, **bad})
+    with pytest.raises(ValueError, match="size must be one of"):
+        synth_physdrive(out, size="huge", progress=False)
+    assert not out.exists()

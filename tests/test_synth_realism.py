@@ -1,4 +1,4 @@
-"""The realistic synthetic world (``--difficulty realistic``, :mod:`pipeline.synth_confounders`) against the
+"""The realistic synthetic world (``--difficulty realistic``, :mod:`pipeline.synth.confounders`) against the
 easy one: the truth sidecar records every confounder per interval, the realistic world is harder for
 POS by the report's own estimator (:mod:`pipeline.spectrum`), files stay byte-identical per seed and
 an interrupted run resumes."""
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from pipeline.spectrum import hr_from_psd, window_starts, zscore
-from pipeline.synth_equipleth import (
+from pipeline.synth.equipleth import (
     PPG_OFFSET,
     VIDEO_FPS,
     make_subject_look,
@@ -22,7 +22,7 @@ from pipeline.synth_equipleth import (
     render_frames,
     synth_equipleth,
 )
-from pipeline.synth_physdrive import plan_session, synth_radar
+from pipeline.synth.physdrive import plan_session, synth_radar
 from train.classical import pos, rgb_trace
 
 ARGS = dict(subjects=2, trials=1, seconds=6.0, seed=5, crop_size=32, progress=False)

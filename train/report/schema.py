@@ -13,9 +13,9 @@ Sources and their writers:
   gate and weights (:meth:`train.method.RpmDistill.term`: ``gate``, ``alpha_<component>``);
 * ``manifests/splits.csv``: ``rpm split`` (:data:`manifests.SPLIT_COLUMNS`);
 * ``manifests/<dataset>_sessions.csv``: ``rpm preprocess`` (:data:`manifests.SESSION_COLUMNS`);
-* ``data/<dataset>.zarr`` session attributes and arrays: :func:`pipeline.recipe.run_session`;
-* ``data/raw/<dataset>/synth_truth.json``: ``rpm synth`` (:mod:`pipeline.synth_equipleth`,
-  :mod:`pipeline.synth_physdrive`).
+* ``data/<dataset>.zarr`` session attributes and arrays: :func:`pipeline.recipes.base.run_session`;
+* ``data/raw/<dataset>/synth_truth.json``: ``rpm synth`` (:mod:`pipeline.synth.equipleth`,
+  :mod:`pipeline.synth.physdrive`).
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ STORE_BVP = _among("bvp", SESSION_ARRAYS, "pipeline.store")
 
 # ------------------------------------------------------------------- synth_truth.json (rpm synth)
 
-TRUTH_FILE = "synth_truth.json"  # pipeline.synth_equipleth.TRUTH_FILE, pipeline.synth_physdrive.TRUTH_FILE
+TRUTH_FILE = "synth_truth.json"  # pipeline.synth.driver.TRUTH_FILE, written by both generators
 # Per dataset: the top-level key of the per-session entries, and a store session's name there.
 TRUTH_ENTRIES = {"equipleth": "trials", "physdrive": "sessions"}
 TRUTH_NAMES = {

@@ -1,6 +1,6 @@
 """What every dataset recipe shares: one dask task per session, resume, manifest, validation.
 
-A recipe (``pipeline.equipleth``, ``pipeline.physdrive``, ``pipeline.folder``) lists its sessions
+A recipe (``pipeline.recipes.equipleth``, ``.physdrive``, ``.folder``) lists its sessions
 as :class:`Job` objects: a manifest row with the identity columns filled in and a module-level
 ``build(writer, *args)`` function that reads the raw files, streams the session's 128x128 video
 into ``writer.write_video(blocks)`` (a :class:`pipeline.store.SessionWriter`) and returns a

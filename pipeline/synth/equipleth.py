@@ -10,7 +10,7 @@ Layout written under ``out`` (the same as the released EquiPleth, see reference.
     demo_fold.pkl                          {0: {"train": [...], "val": [...], "test": [...]}} (by subject)
     synth_truth.json                       NOT part of the real layout: ground truth of the simulation
     .rpm_synth.json                        NOT part of the real layout: marks the folder as synth's
-                                           (pipeline.synth_target; written before any data)
+                                           (pipeline.synth.target; written before any data)
 
 Subjects are numbered 1..subjects and trials 1..trials; n = round(30 * seconds) video frames and
 round(120 * seconds) + 33 radar frames are acquired (real captures run ~0.27 s longer than the
@@ -24,9 +24,9 @@ Clock and label convention. Video frame i is at t = i / 30 s, radar frame f at t
 frame 4t <-> video frame t, index alignment only, as in EquiPleth: well synchronised, offset 0).
 Every EquiPleth loader drops the first 25 PPG samples, so PPG sample j belongs to time (j - 25) / 30:
 video frame t shows the pulse stored at ``rgbd_ppg.npy[t + 25]``. The physiology
-(:mod:`pipeline.physio`) is simulated from -25/30 s on.
+(:mod:`pipeline.synth.physio`) is simulated from -25/30 s on.
 
-Video: the reflectance model of :mod:`pipeline.synth_scene` on an MTCNN-style crop (the face fills
+Video: the reflectance model of :mod:`pipeline.synth.scene` on an MTCNN-style crop (the face fills
 most of the crop, the crop follows the face, so only residual rigid motion remains). Lab
 conditions: indoor light for every trial; Fitzpatrick types cycle through the subjects (balanced
 light / medium / dark); per trial the head is stationary (75 %), moves moderately (20 %) or a lot
@@ -65,20 +65,19 @@ looks by (seed, subject, 0), skin types and folds by (seed, 0, ...)), everything
 sorted order and per-frame noise has its own seeded stream, so the same arguments give
 byte-identical files regardless of thread scheduling.
 
-Interrupted runs and reruns: each trial is written to ``out/.synth_tmp/`` and renamed into place
-(``rgb_files/...`` and ``rf_files/...``), so a trial folder that exists is complete. On a rerun a
+Interrupted runs and reruns (:mod:`pipeline.synth.driver`): each trial is written to
+``out/.synth_tmp/`` and renamed into place (``rf_files/...``, then ``rgb_files/...``). On a rerun a
 trial whose two folders exist is verified (same PPG, frame count, crop size) and skipped; if only
 one of the two exists (interrupted between the two renames) it is regenerated; if it exists but
 was made with other arguments a ``FileExistsError`` is raised instead of mixing datasets. The root
-files are rewritten every run.
+files and the truth are rewritten (atomically) every run.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import pickle
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -97,9 +96,8 @@ from pipeline.dca1000 import (
     encode_capture,
     write_rf_pkl,
 )
-from pipeline.physio import Physiology, simulate_physiology
 from pipeline.radar import ADC_RATE_HZ, SLOPE_HZ_PER_S, WAVELENGTH_M
-from pipeline.synth_confounders import (
+from pipeline.synth.confounders import (
     Confounders,
     apply_video,
     check_difficulty,
@@ -110,7 +108,9 @@ from pipeline.synth_confounders import (
     range_amplitude,
     sway,
 )
-from pipeline.synth_scene import (
+from pipeline.synth.driver import Recording, RunRules, finish, start, write_recording
+from pipeline.synth.physio import Physiology, simulate_physiology
+from pipeline.synth.scene import (
     FACE_BOX_PX,
     FACE_HEIGHT_PX,
     Conditions,
@@ -125,15 +125,12 @@ from pipeline.synth_scene import (
     plan_events,
     smooth_noise,
 )
-from pipeline.synth_target import claim_synth_target
 
 VIDEO_FPS = 30.0
 PPG_OFFSET = 25  # samples every EquiPleth loader drops from the start of the PPG
 EXTRA_RADAR_FRAMES = 33  # real captures: 3633 radar frames for a 30 s video
 C_M_PER_S = 299_792_458.0  # physical speed of light for the beat frequency
 PNG_COMPRESS_LEVEL = 1  # zlib level: ~3.5x faster than Pillow's default 6 at ~20 % larger files
-TRUTH_FILE = "synth_truth.json"
-TMP_DIR = ".synth_tmp"
 SIZES = {
     "small": {"subjects": 6, "trials": 2, "seconds": 30.0},
     "full": {"subjects": 91, "trials": 6, "seconds": 30.0},  # EquiPleth: 91 participants
@@ -148,6 +145,17 @@ RADAR_EVENT_KINDS = {"body_motion": 0.4, "interference": 0.3, "occlusion": 0.3}
 RADAR_EVENT_LEN_S = (1.5, 4.0)
 PACKET_LOSS_P = 0.3
 PACKET_REORDER_P = 0.1
+# Allowed arguments (inclusive): seconds must give more than the PPG_OFFSET samples loaders drop.
+RULES = RunRules(
+    "equipleth",
+    SIZES,
+    limits={
+        "subjects": (1, math.inf),
+        "trials": (1, math.inf),
+        "seconds": ((PPG_OFFSET + 1) / VIDEO_FPS, math.inf),
+        "crop_size": (16, math.inf),
+    },
+)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -157,13 +165,6 @@ def skin_type_of(subject: int, seed: int) -> int:
     """Fitzpatrick type 1..6: subjects cycle through the six types from a seeded starting type."""
     offset = int(np.random.default_rng(np.random.SeedSequence([seed, 0, 0])).integers(6))
     return (subject - 1 + offset) % 6 + 1
-
-
-def resolve_size(size: str, **given) -> dict:
-    """Fill the ``None`` entries of ``given`` from the ``size`` preset."""
-    if size not in SIZES:
-        raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
-    return {k: (SIZES[size][k] if v is None else v) for k, v in given.items()}
 
 
 def _pad(crop_size: int) -> int:
@@ -212,7 +213,7 @@ class TrialPlan:
     start_time: str
     end_time: str
     noise_seq: dict  # name -> SeedSequence for the heavy noise draws
-    confounders: Confounders | None = None  # the realistic world's (pipeline.synth_confounders); None: easy
+    confounders: Confounders | None = None  # the realistic world's (pipeline.synth.confounders); None: easy
 
     @property
     def name(self) -> str:
@@ -242,9 +243,9 @@ def plan_trial(
     difficulty: str = "realistic",
 ) -> TrialPlan:
     """Draw everything about one trial. ``overrides`` (tests, studies) may set ``conditions``
-    (a dict of :class:`~pipeline.synth_scene.Conditions` fields), ``radar_events`` (a list of
+    (a dict of :class:`~pipeline.synth.scene.Conditions` fields), ``radar_events`` (a list of
     {kind, start_s, end_s}), ``lost_packets`` (a list of (first packet, count)) and ``reorder_at``.
-    ``difficulty``: "easy" (no confounders) or "realistic" (:mod:`pipeline.synth_confounders`, drawn
+    ``difficulty``: "easy" (no confounders) or "realistic" (:mod:`pipeline.synth.confounders`, drawn
     from their own stream, so everything else equals the easy twin)."""
     overrides = overrides or {}
     check_difficulty(difficulty)
@@ -535,8 +536,13 @@ def _rgb_name(plan: TrialPlan) -> str:
     return f"v_{plan.subject}_{plan.trial}"
 
 
-def _check_existing(plan: TrialPlan, rgb_dir: Path, rf_dir: Path) -> None:
-    """Raise FileExistsError unless the trial on disk matches ``plan``."""
+def trial_dirs(out: Path, plan: TrialPlan) -> tuple[Path, Path]:
+    """(``rgb_files/v_<s>_<t>``, ``rf_files/<s>_<t>``) under ``out``: the trial's two folders."""
+    return out / "rgb_files" / _rgb_name(plan), out / "rf_files" / plan.name
+
+
+def trial_differences(plan: TrialPlan, rgb_dir: Path, rf_dir: Path) -> list[str]:
+    """How the complete trial on disk differs from ``plan`` (PPG, frame count, crop size, rf files)."""
     problems = []
     try:
         ppg = np.load(rgb_dir / "rgbd_ppg.npy")
@@ -554,44 +560,31 @@ def _check_existing(plan: TrialPlan, rgb_dir: Path, rf_dir: Path) -> None:
     for f in ("rf.pkl", "vital_dict.npy"):
         if not (rf_dir / f).is_file():
             problems.append(f"{f} missing")
-    if problems:
-        raise FileExistsError(
-            f"{rgb_dir} / {rf_dir} already exist but do not match this run: "
-            + "; ".join(problems)
-            + ". Use a fresh output folder."
-        )
+    return problems
 
 
-def write_trial(out: Path, plan: TrialPlan, look: Texture) -> bool:
-    """Write one trial atomically; returns False if a matching complete trial was already there."""
-    rgb_dir = out / "rgb_files" / _rgb_name(plan)
-    rf_dir = out / "rf_files" / plan.name
-    if rgb_dir.is_dir() and rf_dir.is_dir():
-        _check_existing(plan, rgb_dir, rf_dir)
-        return False
-    for leftover in (rgb_dir, rf_dir):  # half-renamed trial from an interrupted run
-        if leftover.exists():
-            shutil.rmtree(leftover)
-    tmp = out / TMP_DIR / plan.name
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp_rgb, tmp_rf = tmp / "rgb", tmp / "rf"
-    tmp_rgb.mkdir(parents=True)
-    tmp_rf.mkdir(parents=True)
+def trial_recording(out: Path, plan: TrialPlan, look: Texture) -> Recording:
+    """The trial as :func:`pipeline.synth.driver.write_recording` writes it: ``rf_files/<s>_<t>/``,
+    then ``rgb_files/v_<s>_<t>/`` (both folders present: the trial is complete)."""
+    rgb_dir, rf_dir = trial_dirs(out, plan)
 
-    render_video(plan, look, tmp_rgb)
-    np.save(tmp_rgb / "rgbd_ppg.npy", plan.ppg_label.astype(np.float64))
-    write_rf_pkl(tmp_rf / "rf.pkl", make_capture(plan))
-    vital = np.empty((), dtype=object)
-    vital[()] = {"rgbd": {"NOM_PLETHWaveExport": plan.ppg_label.astype(np.float64)}}
-    np.save(tmp_rf / "vital_dict.npy", vital, allow_pickle=True)
+    def write(tmp: Path) -> None:
+        tmp_rgb, tmp_rf = tmp / "rgb", tmp / "rf"
+        tmp_rgb.mkdir()
+        tmp_rf.mkdir()
+        render_video(plan, look, tmp_rgb)
+        np.save(tmp_rgb / "rgbd_ppg.npy", plan.ppg_label.astype(np.float64))
+        write_rf_pkl(tmp_rf / "rf.pkl", make_capture(plan))
+        vital = np.empty((), dtype=object)
+        vital[()] = {"rgbd": {"NOM_PLETHWaveExport": plan.ppg_label.astype(np.float64)}}
+        np.save(tmp_rf / "vital_dict.npy", vital, allow_pickle=True)
 
-    rgb_dir.parent.mkdir(parents=True, exist_ok=True)
-    rf_dir.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp_rf, rf_dir)
-    os.replace(tmp_rgb, rgb_dir)
-    tmp.rmdir()
-    return True
+    return Recording(
+        name=plan.name,
+        parts=(("rf", rf_dir), ("rgb", rgb_dir)),
+        write=write,
+        verify=lambda: trial_differences(plan, rgb_dir, rf_dir),
+    )
 
 
 def make_folds(subjects: int, trials: int, seed: int) -> dict:
@@ -624,12 +617,6 @@ def make_folds(subjects: int, trials: int, seed: int) -> dict:
     }
 
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def synth_equipleth(
     out: str | Path,
     subjects: int | None = None,
@@ -646,25 +633,20 @@ def synth_equipleth(
 
     ``subjects`` / ``trials`` / ``seconds`` left at None come from the ``size`` preset
     (:data:`SIZES`). Columns: subject, trial, rgb_dir, rf_dir, skin_type, mean_hr_bpm, chest_bin,
-    n_frames, n_radar_frames. See the module docstring for the layout, models and rerun behaviour.
-    ``out`` must be absent, empty or synth's own EquiPleth output unless ``force``
-    (:func:`pipeline.synth_target.claim_synth_target`; :class:`SynthTargetError` otherwise).
-    ``difficulty``: "realistic" (default; the confounders of :mod:`pipeline.synth_confounders`) or
+    n_frames, n_radar_frames. See the module docstring for the layout, models and rerun behaviour
+    (complete trials are skipped: the run resumes). ``out`` must be absent, empty or synth's own
+    EquiPleth output unless ``force`` (:func:`pipeline.synth.target.claim_synth_target`;
+    :class:`SynthTargetError` otherwise). Arguments out of range raise ``ValueError`` before anything
+    is written (:func:`pipeline.synth.driver.start`).
+    ``difficulty``: "realistic" (default; the confounders of :mod:`pipeline.synth.confounders`) or
     "easy" (none of them: the clean world the pipeline's tests use).
     """
     import pandas as pd
     from tqdm import tqdm
 
-    check_difficulty(difficulty)
-    dims = resolve_size(size, subjects=subjects, trials=trials, seconds=seconds)
-    subjects, trials, seconds = int(dims["subjects"]), int(dims["trials"]), float(dims["seconds"])
-    if subjects < 1 or trials < 1:
-        raise ValueError("subjects and trials must be >= 1")
-    if seconds * VIDEO_FPS < PPG_OFFSET + 1:
-        raise ValueError(f"seconds must give more than {PPG_OFFSET} video frames")
-    if crop_size < 16:
-        raise ValueError("crop_size must be >= 16")
-    out = claim_synth_target(out, "equipleth", force)
+    dims = dict(subjects=subjects, trials=trials, seconds=seconds, crop_size=crop_size)
+    out, dims = start(RULES, out, force, difficulty, size, **dims)
+    subjects, trials, seconds = dims["subjects"], dims["trials"], dims["seconds"]
 
     rows, truth = [], {}
     pairs = [(s, t) for s in range(1, subjects + 1) for t in range(1, trials + 1)]
@@ -673,9 +655,8 @@ def synth_equipleth(
             look = make_subject_look(subject, seed, crop_size)
             for trial in range(1, trials + 1):
                 plan = plan_trial(subject, trial, seconds, seed, crop_size, difficulty=difficulty)
-                rgb_dir = out / "rgb_files" / _rgb_name(plan)
-                rf_dir = out / "rf_files" / plan.name
-                write_trial(out, plan, look)
+                write_recording(out, trial_recording(out, plan, look))
+                rgb_dir, rf_dir = trial_dirs(out, plan)
                 tr = trial_truth(plan)
                 tr["green_pulse_pp"] = look.pulse_pp_green
                 truth[_rgb_name(plan)] = tr
@@ -693,13 +674,11 @@ def synth_equipleth(
                     }
                 )
                 bar.update(1)
-    tmp_root = out / TMP_DIR
-    if tmp_root.is_dir() and not any(tmp_root.iterdir()):
-        tmp_root.rmdir()
-
     fitz = {f"v_{s}": skin_type_of(s, seed) for s in range(1, subjects + 1)}
-    _atomic_bytes(out / "fitzpatrick_labels.pkl", pickle.dumps(fitz, protocol=4))
-    _atomic_bytes(out / "demo_fold.pkl", pickle.dumps(make_folds(subjects, trials, seed), protocol=4))
+    root_files = {
+        "fitzpatrick_labels.pkl": pickle.dumps(fitz, protocol=4),
+        "demo_fold.pkl": pickle.dumps(make_folds(subjects, trials, seed), protocol=4),
+    }
     doc = {
         "_note": (
             "Ground truth of the rpm synthetic EquiPleth generator. NOT part of the real EquiPleth "
@@ -726,5 +705,5 @@ def synth_equipleth(
         },
         "trials": truth,
     }
-    _atomic_bytes(out / TRUTH_FILE, json.dumps(doc, indent=1).encode())
+    finish(out, root_files, doc)
     return pd.DataFrame(rows)

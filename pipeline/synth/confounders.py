@@ -83,7 +83,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.synth_scene import band_noise, envelope, slow_wave, smooth_noise
+from pipeline.synth.scene import band_noise, envelope, slow_wave, smooth_noise
 
 DIFFICULTIES = ("easy", "realistic")
 CONFOUNDER_STREAM = 16  # last entry of the confounders' SeedSequence key (issue 16)

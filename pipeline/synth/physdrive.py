@@ -20,7 +20,7 @@ CONTRACT (what the PhysDrive reader codes against; reference.md §c)::
                                                    seconds, '%Y-%m-%dT%H:%M:%S', like the real LogFile),
                                                    radar_fps (20)
     <out>/synth_truth.json                         ground truth; NOT part of the dataset
-    <out>/.rpm_synth.json                          marks the folder as synth's (pipeline.synth_target;
+    <out>/.rpm_synth.json                          marks the folder as synth's (pipeline.synth.target;
                                                    written before any data); NOT part of the dataset
 
 Codes. Subject ``<car><sex><illum><n>``: car A/B/C, sex M/F, illumination Z (noon), H (dusk and
@@ -36,7 +36,7 @@ sessions, camera and chest vibration growing from road A to C, road bumps on roa
 types mostly 2-4. Radar corruption episodes (body motion with range migration, interference from
 other cars' radars, occlusion by an arm) occur at about 1 per minute.
 
-Video: the reflectance model of :mod:`pipeline.synth_scene`. The cabin (roof liner, windows showing
+Video: the reflectance model of :mod:`pipeline.synth.scene`. The cabin (roof liner, windows showing
 the outside light, B-pillar, headrest, seat belt, dashboard) and the driver's body are a static
 background that shakes with the camera (vehicle vibration, whole pixels); the head (skimage's
 astronaut, recoloured per subject, face ~85-100 px high) is warped per frame with its rigid motion
@@ -63,15 +63,20 @@ whole seconds, so radar_start - video_start differs from the truth by ``sync_err
 Determinism: all draws come from generators seeded by (seed, subject, session); the same arguments
 give byte-identical .mat, .csv and .json files; the mp4 is encoded with fixed x264 settings
 (single-threaded), which is also byte-identical on the same PyAV/libx264 build.
+
+Interrupted runs and reruns (:mod:`pipeline.synth.driver`): each session is written to
+``out/.synth_tmp/`` and renamed into place (its radar clips, then its video folder). On a rerun a
+session whose clip and video folders all exist is verified (same BVP, video and clip files present)
+and skipped; a partly renamed one is regenerated; one made with other arguments raises
+``FileExistsError`` instead of mixing datasets. pairing.csv and the truth are rewritten (atomically)
+every run.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
-import os
-import shutil
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -80,8 +85,7 @@ import numpy as np
 import scipy.io
 from scipy import ndimage as ndi
 
-from pipeline.physio import Physiology, simulate_physiology
-from pipeline.synth_confounders import (
+from pipeline.synth.confounders import (
     Confounders,
     apply_video,
     check_difficulty,
@@ -93,7 +97,9 @@ from pipeline.synth_confounders import (
     sway,
     vehicle_vibration,
 )
-from pipeline.synth_scene import (
+from pipeline.synth.driver import Recording, RunRules, finish, start, write_recording
+from pipeline.synth.physio import Physiology, simulate_physiology
+from pipeline.synth.scene import (
     FACE_HEIGHT_PX,
     Conditions,
     Renderer,
@@ -107,7 +113,6 @@ from pipeline.synth_scene import (
     plan_events,
     smooth_noise,
 )
-from pipeline.synth_target import claim_synth_target
 
 VIDEO_FPS = 30.0
 BVP_FS = 60.0
@@ -121,8 +126,6 @@ SIZES = {
     "small": {"subjects": 2, "sessions": 2, "seconds": 20.0},
     "full": {"subjects": 48, "sessions": 6, "seconds": 300.0},  # PhysDrive: 48 subjects, ~24 h
 }
-TRUTH_FILE = "synth_truth.json"
-TMP_DIR = ".synth_tmp"
 # H.264 rate control of an in-car camera: a fixed bitrate with a one-second VBV buffer, as camera and
 # dashcam hardware encoders record, not constant quality. The PhysDrive camera's settings are not
 # published (reference.md §c); 2 Mbit/s is a typical 640x480 30 fps recording rate. The earlier
@@ -144,6 +147,11 @@ RADAR_EVENT_RATE_PER_MIN = 1.0
 RADAR_EVENT_KINDS = {"body_motion": 0.4, "interference": 0.35, "occlusion": 0.25}
 BUMP_RATE_PER_MIN = 3.0
 CAR_INTERIOR = {"A": (120.0, 110.0, 95.0), "B": (85.0, 85.0, 92.0), "C": (48.0, 46.0, 50.0)}
+RULES = RunRules(
+    "physdrive",
+    SIZES,
+    limits={"subjects": (1, math.inf), "sessions": (1, len(SESSIONS)), "seconds": (2.0, math.inf)},
+)
 
 
 # --------------------------------------------------------------------------- codes
@@ -161,12 +169,6 @@ def subject_codes(subjects: int) -> list[str]:
 def session_codes(index: int, sessions: int) -> list[str]:
     start = (2 * index) % len(SESSIONS)
     return [SESSIONS[(start + j) % len(SESSIONS)] for j in range(sessions)]
-
-
-def resolve_size(size: str, **given) -> dict:
-    if size not in SIZES:
-        raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
-    return {k: (SIZES[size][k] if v is None else v) for k, v in given.items()}
 
 
 # --------------------------------------------------------------------------- subject
@@ -274,7 +276,7 @@ class SessionPlan:
     noise_sigma: float
     vib: np.ndarray  # (n_radar,) chest vibration, m
     noise_seq: dict
-    confounders: Confounders | None = None  # the realistic world's (pipeline.synth_confounders); None: easy
+    confounders: Confounders | None = None  # the realistic world's (pipeline.synth.confounders); None: easy
 
     @property
     def clip_lengths(self) -> list[int]:
@@ -289,7 +291,7 @@ def plan_session(
     index: int, code: str, session: str, s_idx: int, seconds: float, seed: int, difficulty: str = "realistic"
 ) -> SessionPlan:
     """Draw everything about one session; ``difficulty`` "realistic" adds the confounders of
-    :mod:`pipeline.synth_confounders` (their own seed stream: all else equals the "easy" twin)."""
+    :mod:`pipeline.synth.confounders` (their own seed stream: all else equals the "easy" twin)."""
     check_difficulty(difficulty)
     ss = np.random.SeedSequence([seed, index + 1, 100 + SESSIONS.index(session)])
     ss_phys, ss_track, ss_radar, ss_vnoise, ss_rnoise, ss_ev = ss.spawn(6)
@@ -547,39 +549,38 @@ def _iso_s(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def _savemat(path: Path, key: str, value: np.ndarray) -> None:
+def mat_bytes(key: str, value: np.ndarray) -> bytes:
+    """A MAT 5 file holding ``value`` under ``key``, uncompressed, with a constant header (the
+    header's creation timestamp would make the bytes differ run to run)."""
     buf = io.BytesIO()
     scipy.io.savemat(buf, {key: value}, do_compression=False, oned_as="row")
-    data = buf.getvalue()
-    # The MAT 5 header holds a creation timestamp; make it constant for byte-identical files.
     header = b"MATLAB 5.0 MAT-file, written by rpm synth (scipy.io)".ljust(116, b" ")
-    path.write_bytes(header + data[116:])
+    return header + buf.getvalue()[116:]
 
 
-def write_session(out: Path, plan: SessionPlan, driver: Driver, first_clip: int) -> list[dict]:
-    """Write the session's video, BVP and radar clips; returns their pairing rows."""
-    vdir = out / "RGB and IR" / plan.subject / plan.session
-    tmp = out / TMP_DIR / f"{plan.subject}_{plan.session}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    (tmp / "video" / "Label").mkdir(parents=True)
-    write_mp4(tmp / "video" / "RGB.mp4", render_session_frames(plan, driver), plan.n_frames)
+def session_bvp(plan: SessionPlan) -> np.ndarray:
+    """(2 n_frames,) float64 BVP label at 60 Hz, as BVP.mat stores it (contact-PPG noise included)."""
     t_bvp = np.arange(2 * plan.n_frames) / BVP_FS
-    bvp_rng = np.random.default_rng(plan.noise_seq["video"].spawn(2)[1])
+    # The child after the renderer's one-per-frame noise streams (and the one before it), so the label
+    # is the same whether or not the video is rendered in this run.
+    bvp_rng = np.random.default_rng(child_seq(plan.noise_seq["video"], plan.n_frames + 1))
     clean = (
         plan.phys.ppg(t_bvp)
         if plan.confounders is None
         else contact_label(plan.confounders, plan.phys, t_bvp, BVP_FS)
     )
-    bvp = clean + 0.003 * bvp_rng.standard_normal(t_bvp.size)
-    _savemat(tmp / "video" / "Label" / "BVP.mat", "BVP", bvp.astype(np.float64))
-    cube = synth_radar(plan)
+    return (clean + 0.003 * bvp_rng.standard_normal(t_bvp.size)).astype(np.float64)
+
+
+def clip_names(plan: SessionPlan, first_clip: int) -> list[str]:
+    """The session's radar clips ``<SUBJ>_<kk>``, numbered on from ``first_clip`` (per subject)."""
+    return [f"{plan.subject}_{first_clip + j:02d}" for j in range(len(plan.clip_lengths))]
+
+
+def pairing_rows(plan: SessionPlan, first_clip: int) -> list[dict]:
+    """The session's pairing.csv rows, one per radar clip."""
     rows, start = [], 0
-    for j, length in enumerate(plan.clip_lengths):
-        clip = f"{plan.subject}_{first_clip + j:02d}"
-        cdir = tmp / "radar" / clip
-        cdir.mkdir(parents=True)
-        _savemat(cdir / "mmwave.mat", "mmwave", normalise_clip(cube[start : start + length]))
+    for clip, length in zip(clip_names(plan, first_clip), plan.clip_lengths, strict=True):
         rows.append(
             {
                 "subject": plan.subject,
@@ -591,19 +592,49 @@ def write_session(out: Path, plan: SessionPlan, driver: Driver, first_clip: int)
             }
         )
         start += length
-    if vdir.exists():
-        shutil.rmtree(vdir)
-    vdir.parent.mkdir(parents=True, exist_ok=True)
-    for j in range(len(plan.clip_lengths)):
-        clip = f"{plan.subject}_{first_clip + j:02d}"
-        dst = out / "mmWave" / plan.subject / clip
-        if dst.exists():
-            shutil.rmtree(dst)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp / "radar" / clip, dst)
-    os.replace(tmp / "video", vdir)
-    shutil.rmtree(tmp)
     return rows
+
+
+def session_differences(plan: SessionPlan, vdir: Path, clip_dirs: list[Path]) -> list[str]:
+    """How the complete session on disk differs from ``plan`` (BVP, video and clip files)."""
+    problems = []
+    try:
+        if (vdir / "Label" / "BVP.mat").read_bytes() != mat_bytes("BVP", session_bvp(plan)):
+            problems.append("its BVP differs (other seed, seconds or difficulty)")
+    except OSError as exc:
+        problems.append(f"Label/BVP.mat unreadable ({exc})")
+    if not (vdir / "RGB.mp4").is_file():
+        problems.append("RGB.mp4 missing")
+    problems += [f"{d.name}/mmwave.mat missing" for d in clip_dirs if not (d / "mmwave.mat").is_file()]
+    return problems
+
+
+def session_recording(out: Path, plan: SessionPlan, driver: Driver, first_clip: int) -> Recording:
+    """The session as :func:`pipeline.synth.driver.write_recording` writes it: its radar clips
+    ``mmWave/<SUBJ>/<SUBJ>_<kk>/`` (numbered on from ``first_clip``), then its video folder
+    ``RGB and IR/<SUBJ>/<SESSION>/`` (all present: the session is complete)."""
+    vdir = out / "RGB and IR" / plan.subject / plan.session
+    clips = clip_names(plan, first_clip)
+    clip_dirs = [out / "mmWave" / plan.subject / clip for clip in clips]
+
+    def write(tmp: Path) -> None:
+        (tmp / "video" / "Label").mkdir(parents=True)
+        write_mp4(tmp / "video" / "RGB.mp4", render_session_frames(plan, driver), plan.n_frames)
+        (tmp / "video" / "Label" / "BVP.mat").write_bytes(mat_bytes("BVP", session_bvp(plan)))
+        cube = synth_radar(plan)
+        start = 0
+        for clip, length in zip(clips, plan.clip_lengths, strict=True):
+            (tmp / "radar" / clip).mkdir(parents=True)
+            data = mat_bytes("mmwave", normalise_clip(cube[start : start + length]))
+            (tmp / "radar" / clip / "mmwave.mat").write_bytes(data)
+            start += length
+
+    return Recording(
+        name=f"{plan.subject}_{plan.session}",
+        parts=(*((f"radar/{clip}", d) for clip, d in zip(clips, clip_dirs, strict=True)), ("video", vdir)),
+        write=write,
+        verify=lambda: session_differences(plan, vdir, clip_dirs),
+    )
 
 
 def session_truth(plan: SessionPlan, driver: Driver, rows: list[dict]) -> dict:
@@ -678,25 +709,22 @@ def synth_physdrive(
 ):
     """Generate a synthetic PhysDrive dataset under ``out`` (layout: module docstring).
 
-    ``difficulty``: "realistic" (default; the confounders of :mod:`pipeline.synth_confounders`) or
+    ``difficulty``: "realistic" (default; the confounders of :mod:`pipeline.synth.confounders`) or
     "easy" (none of them: the clean world the pipeline's tests use).
 
     Returns one DataFrame row per session: subject, session, video, bvp, clips, n_frames,
-    skin_type, illumination, mean_hr_bpm. Sessions are rewritten on every run (no resume).
-    ``out`` must be absent, empty or synth's own PhysDrive output unless ``force``
-    (:func:`pipeline.synth_target.claim_synth_target`; :class:`SynthTargetError` otherwise).
+    skin_type, illumination, mean_hr_bpm. Complete sessions are verified and skipped (the run
+    resumes; module docstring). ``out`` must be absent, empty or synth's own PhysDrive output unless
+    ``force`` (:func:`pipeline.synth.target.claim_synth_target`; :class:`SynthTargetError` otherwise).
+    Arguments out of range raise ``ValueError`` before anything is written
+    (:func:`pipeline.synth.driver.start`).
     """
     import pandas as pd
     from tqdm import tqdm
 
-    check_difficulty(difficulty)
-    dims = resolve_size(size, subjects=subjects, sessions=sessions, seconds=seconds)
-    subjects, sessions, seconds = int(dims["subjects"]), int(dims["sessions"]), float(dims["seconds"])
-    if subjects < 1 or not 1 <= sessions <= len(SESSIONS):
-        raise ValueError(f"subjects must be >= 1 and sessions in 1..{len(SESSIONS)}")
-    if seconds < 2.0:
-        raise ValueError("seconds must be >= 2")
-    out = claim_synth_target(out, "physdrive", force)
+    dims = dict(subjects=subjects, sessions=sessions, seconds=seconds)
+    out, dims = start(RULES, out, force, difficulty, size, **dims)
+    subjects, sessions, seconds = dims["subjects"], dims["sessions"], dims["seconds"]
     codes = subject_codes(subjects)
     pairing, truth, table = [], {}, []
     total = subjects * sessions
@@ -706,7 +734,8 @@ def synth_physdrive(
             clip_no = 0
             for s_idx, session in enumerate(session_codes(index, sessions)):
                 plan = plan_session(index, code, session, s_idx, seconds, seed, difficulty=difficulty)
-                rows = write_session(out, plan, driver, clip_no)
+                write_recording(out, session_recording(out, plan, driver, clip_no))
+                rows = pairing_rows(plan, clip_no)
                 clip_no += len(rows)
                 pairing.extend(rows)
                 tr = session_truth(plan, driver, rows)
@@ -725,16 +754,12 @@ def synth_physdrive(
                     }
                 )
                 bar.update(1)
-    tmp_root = out / TMP_DIR
-    if tmp_root.is_dir() and not any(tmp_root.iterdir()):
-        tmp_root.rmdir()
     buf = io.StringIO()
     writer = csv.DictWriter(
         buf, ["subject", "session", "clip", "video_start", "radar_start", "radar_fps"], lineterminator="\n"
     )
     writer.writeheader()
     writer.writerows(pairing)
-    (out / "pairing.csv").write_text(buf.getvalue())
     doc = {
         "_note": (
             "Ground truth of the rpm synthetic PhysDrive generator. NOT part of the PhysDrive layout; "
@@ -761,5 +786,5 @@ def synth_physdrive(
         },
         "sessions": truth,
     }
-    (out / TRUTH_FILE).write_text(json.dumps(doc, indent=1))
+    finish(out, {"pairing.csv": buf.getvalue().encode()}, doc)
     return pd.DataFrame(table)

@@ -1,6 +1,6 @@
 """Shared physics of the synthetic datasets: recording conditions, face texture, video rendering, events.
 
-Both generators (:mod:`pipeline.synth_equipleth`, :mod:`pipeline.synth_physdrive`) render video with
+Both generators (:mod:`pipeline.synth.equipleth`, :mod:`pipeline.synth.physdrive`) render video with
 the same reflectance model, per frame and pixel (values in 8-bit DN)::
 
     radiance = L(t, x) * (albedo(x) - pulse(t) * P(x)) + k_s(t) * S(x) * l(t)
@@ -40,7 +40,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage as ndi
 
-from pipeline.physio import Physiology, simulate_physiology
+from pipeline.synth.physio import Physiology, simulate_physiology
 
 # --------------------------------------------------------------------------- constants
 

@@ -49,7 +49,7 @@ import scipy.io
 
 from pipeline.errors import DatasetError
 from pipeline.paths import PathEscapeError, safe_join
-from pipeline.recipe import Job, SessionData, SessionError, run_recipe
+from pipeline.recipes.base import Job, SessionData, SessionError, run_recipe
 
 RGB_DIR = "RGB and IR"
 RADAR_DIR = "mmWave"
@@ -312,7 +312,7 @@ def prepare_physdrive(
 ) -> pd.DataFrame:
     """Preprocess a PhysDrive root into ``store`` and write ``<manifests_dir>/physdrive_sessions.csv``.
 
-    See the module docstring for the layout and processing, :func:`pipeline.recipe.run_recipe` for
+    See the module docstring for the layout and processing, :func:`pipeline.recipes.base.run_recipe` for
     schedulers, resume and ``overwrite``. Returns the sessions manifest (failed sessions included).
     """
     root = Path(root)

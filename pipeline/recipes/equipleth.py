@@ -21,7 +21,7 @@ redoes every session. Folds: every fold of ``demo_fold.pkl`` is recorded (column
 {fold: split}); ``fold_split`` repeats fold 0 and ``rpm split --protocol fold --fold K`` uses fold K.
 
 The shared machinery (one dask task per session, resume, manifest, validation) is
-``pipeline.recipe``. A session that cannot be used is recorded as ``failed`` with its reason in
+``pipeline.recipes.base``. A session that cannot be used is recorded as ``failed`` with its reason in
 the manifest; the run continues. Repairs go to the manifest's ``repairs``: lost radar frames
 interpolated, PPG gaps of at most 1 s interpolated (longer gaps and a flat PPG fail), trailing
 frames dropped, a subject missing from ``fitzpatrick_labels.pkl`` (skin type -1). Every pickle
@@ -45,7 +45,7 @@ from PIL import Image
 from pipeline import dca1000, radar
 from pipeline.errors import DatasetError
 from pipeline.face import square_resize
-from pipeline.recipe import Job, SessionData, SessionError, run_recipe, validate_store
+from pipeline.recipes.base import Job, SessionData, SessionError, run_recipe, validate_store
 from pipeline.safe_pickle import UnsafePickleError, load_npy_object, load_pickle
 from pipeline.store import CROP_SIZE
 

@@ -37,7 +37,7 @@ import pandas as pd
 from PIL import Image
 
 from pipeline.face import square_resize
-from pipeline.recipe import Job, SessionData, SessionError, run_recipe
+from pipeline.recipes.base import Job, SessionData, SessionError, run_recipe
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm")
 # A PPG must resolve the fastest heart rate (3 Hz, 180 bpm): twice that, by Nyquist.
@@ -188,7 +188,7 @@ def build_session(
             raise SessionError(str(exc)) from None
         face_rate = float("nan")
     else:
-        from pipeline.physdrive import stream_face_crops
+        from pipeline.recipes.physdrive import stream_face_crops
 
         fps, face_rate = stream_face_crops(
             writer, video_path, min_face_rate, min_face_frac, frame_filter=span
