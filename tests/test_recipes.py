@@ -60,7 +60,14 @@ def raw(tmp_path_factory):
     # The clean world: this checks the recipe's store against the truth (the chest bin included); the
     # realistic world's multipath and 1/R^2 chest amplitude can move the recipe's bin choice.
     synth_equipleth(
-        out, subjects=SUBJECTS, trials=1, seconds=SECONDS, seed=5, crop_size=64, progress=False, difficulty="easy"
+        out,
+        subjects=SUBJECTS,
+        trials=1,
+        seconds=SECONDS,
+        seed=5,
+        crop_size=64,
+        progress=False,
+        difficulty="easy",
     )
     return out
 
