@@ -426,7 +426,7 @@ def train(
     from pipeline.paths import OutputPathError, PathEscapeError, check_output_dir
     from pipeline.safe_pickle import UnsafePickleError
     from pipeline.store import StoreError
-    from train.trainer import TrainError, resolve_config, saved_run_config
+    from train.config import TrainError, resolve_config, saved_run_config
     from train.trainer import train as run_training
 
     wd = Workdir.resolve(workdir)
@@ -463,13 +463,15 @@ def train(
         check_output_dir(wd.runs, "runs/")
         wd.run(name or "default")  # a run name never leads outside runs/
         base = saved_run_config(wd, name or "default") if resume else None
-        cfg = resolve_config(overrides, config_file=config, base=base)
+        base_source = wd.runs / (name or "default") / "config.json"
+        cfg = resolve_config(overrides, config_file=config, base=base, base_source=base_source)
         # One process trains runs/<name>; of a torchrun group only rank 0 (which writes the run) locks it.
         lock_run = int(os.environ.get("RANK", "0")) == 0
         with (
             hold_lock(wd.run_lock(cfg.run_name), f"run {wd.run(cfg.run_name)}") if lock_run else nullcontext()
         ):
             run_training(cfg, wd)
+    # CheckpointError is a TrainError
     except (TrainError, StoreError, UnsafePickleError, LockedError, PathEscapeError, OutputPathError) as exc:
         _fail(exc)
 
@@ -497,6 +499,7 @@ def report(
     from pipeline.paths import OutputPathError, PathEscapeError, check_output_dir, check_run_name
     from pipeline.safe_pickle import UnsafePickleError
     from pipeline.store import StoreError
+    from train.config import TrainError
     from train.report import ReportError, make_report
 
     wd = Workdir.resolve(workdir)
@@ -505,7 +508,7 @@ def report(
         for name in runs or []:
             check_run_name(name)
         path = make_report(wd, runs, device, eval_stride, log=typer.echo)
-    except (ReportError, StoreError, UnsafePickleError, OutputPathError, PathEscapeError) as exc:
+    except (ReportError, StoreError, UnsafePickleError, OutputPathError, PathEscapeError, TrainError) as exc:
         _fail(exc)
     if not quiet:
         typer.echo(path.read_text())
@@ -550,6 +553,7 @@ def predict(
     Writes hr.csv (time vs HR per window), bvp.csv, prediction.json and prediction.png.
     """
     from pipeline.paths import OutputPathError, check_output_dir
+    from train.checkpoint import CheckpointError
     from train.predict import PredictError, predict_video
 
     if fmt not in ("csv", "json"):
@@ -558,7 +562,7 @@ def predict(
     try:
         check_output_dir(out or wd.root / "predictions", "--out" if out else "predictions/")
         pred = predict_video(video, checkpoint, out, wd, device, stride, fmt, log=typer.echo)
-    except (PredictError, OutputPathError) as exc:
+    except (PredictError, OutputPathError, CheckpointError) as exc:
         _fail(exc)
     for kind, path in pred.files.items():
         typer.echo(f"{kind}: {path}")

@@ -32,8 +32,10 @@ import torch  # noqa: E402
 
 from pipeline.paths import Workdir  # noqa: E402
 from pipeline.video import synthetic_face_frames, write_video  # noqa: E402
+from train.build import build_student  # noqa: E402
+from train.checkpoint import save_checkpoint  # noqa: E402
+from train.config import PRESETS, TrainConfig  # noqa: E402
 from train.predict import predict_video  # noqa: E402
-from train.trainer import PRESETS, TrainConfig, build_student, save_checkpoint  # noqa: E402
 
 SECONDS, FPS, SIZE = 12.0, 30.0, (480, 640)
 

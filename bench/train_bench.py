@@ -34,15 +34,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipeline.store import write_session  # noqa: E402
+from train.build import build_teacher  # noqa: E402
+from train.config import TrainConfig  # noqa: E402
 from train.data import WindowDataset  # noqa: E402
-from train.trainer import (  # noqa: E402
-    DistInfo,
-    TrainConfig,
-    build_student_state,
-    build_teacher,
-    pick_device,
-    train_step,
-)
+from train.distributed import DistInfo, pick_device  # noqa: E402
+from train.trainer import StepContext, build_student_state, train_step  # noqa: E402
 
 
 def _sync(device):
@@ -89,17 +85,17 @@ def bench_steps(cfg: TrainConfig, device, reps: int, amp: bool) -> dict:
     }
     states = {}
     for name, (mode, method, change) in variants.items():
-        vcfg = TrainConfig(**{**cfg.__dict__, **change})
-        st = build_student_state(vcfg, mode, method, teacher, device)
+        vcfg = TrainConfig(**{**cfg.__dict__, "mode": mode, "method": method, **change})
+        st = build_student_state(vcfg, teacher, device)
         if name == "rpm_distill_real_step":
             st.meta = False  # the policy forward of the real step, without the meta step
-        states[name] = (st, vcfg, mode, method)
+        states[name] = (st, StepContext(vcfg, device, DistInfo(), amp))
     times = {name: [] for name in variants}
     for rep in range(reps + 1):  # rep 0 warms up
-        for name, (st, vcfg, mode, method) in states.items():
+        for name, (st, ctx) in states.items():
             _sync(device)
             t0 = time.perf_counter()
-            train_step(st, batch, vcfg, mode, method, 0, device, DistInfo(), amp, next_val=lambda: batch)
+            train_step(st, batch, 0, ctx, next_val=lambda: batch)
             _sync(device)
             if rep > 0:
                 times[name].append(time.perf_counter() - t0)

@@ -79,7 +79,7 @@ def test_run_checkpoints_carry_config(pipeline_dir):
 
     wd, _ = pipeline_dir
     for kind in ("teacher", "student", "baseline"):
-        ckpt = torch.load(wd / "runs" / "default" / f"{kind}.pt", weights_only=False)
+        ckpt = torch.load(wd / "runs" / "default" / f"{kind}.pt", weights_only=True)
         assert ckpt["kind"] == kind and ckpt["config"]["labeled_frac"] == 0.4
     log = pd.read_csv(wd / "runs" / "default" / "log.csv")
     assert np.isfinite(log.train_loss).all() and set(log.stage) == {"teacher", "student", "baseline"}

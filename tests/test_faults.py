@@ -504,7 +504,9 @@ def test_report_run_without_checkpoint(tiny):
 
 
 def test_report_test_set_without_windows(tiny, tmp_path):
-    from train.trainer import TrainConfig, build_student, save_checkpoint
+    from train.build import build_student
+    from train.checkpoint import save_checkpoint
+    from train.config import TrainConfig
 
     wd = copy_workdir(tiny, tmp_path)
     cfg = TrainConfig(run_name="long", frames=128, teacher_widths=(8, 16))  # the sessions have 96 frames

@@ -1,4 +1,5 @@
-"""The bilevel meta step of train/trainer.py: meta-gradient correctness and buffer isolation (CPU, tiny)."""
+"""The bilevel meta step (train/method.py, train/trainer.py): meta-gradient correctness and buffer isolation
+(CPU, tiny)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import pytest
 import torch
 from torch import nn
 
+from train.config import TrainConfig
+from train.method import Clips, Targets, meta_loss
 from train.models import FactorizePhys, SpectralPolicy
-from train.trainer import TrainConfig, meta_loss, meta_step
+from train.trainer import StepContext, StudentState, meta_step
 
 T = 64  # 5 band bins at 30 Hz
 
@@ -49,7 +52,19 @@ def _problem():
     val_x = _sines([80, 110], noise=0.5, seed=2).unsqueeze(1)
     val_y = _sines([80, 110])
     cfg = TrainConfig(frames=T, lr=0.05, virtual_lr=0.2, mode="distill")
-    return student, policy, (x, y, labeled, teacher_wave, val_x, val_y), cfg
+    return student, policy, clips(x, y, labeled, teacher_wave, val_x, val_y), cfg
+
+
+def clips(x, y, labeled, teacher_wave, val_x, val_y) -> tuple[Clips, Clips]:
+    """(training clips with the teacher's waveform, validation clips) for meta_loss / meta_step."""
+    everyone = torch.ones(val_y.shape[0], dtype=torch.bool)
+    return Clips(x, Targets(y, labeled, wave=teacher_wave)), Clips(val_x, Targets(val_y, everyone))
+
+
+def policy_step(student, policy, opt, batch, cfg) -> float:
+    """meta_step on a stage holding ``student`` and ``policy`` (the student's own optimiser never steps)."""
+    st = StudentState(student, torch.optim.SGD(student.parameters(), lr=0.0), policy=policy, policy_opt=opt)
+    return meta_step(st, *batch, StepContext(cfg, torch.device("cpu")))
 
 
 def test_meta_gradient_matches_central_differences():
@@ -98,13 +113,13 @@ def test_virtual_step_leaves_batchnorm_buffers_unchanged():
     before = {k: b.clone() for k, b in student.named_buffers()}
     opt = torch.optim.Adam(policy.parameters(), lr=1e-2)
     p_before = [p.detach().clone() for p in policy.parameters()]
-    meta_step(student, policy, opt, *batch, cfg)
+    policy_step(student, policy, opt, batch, cfg)
     for k, b in student.named_buffers():
         assert torch.equal(b, before[k]), k
     assert all(p.grad is None for p in student.parameters())  # only the policy receives gradient
     assert any(not torch.equal(a, b) for a, b in zip(p_before, policy.parameters(), strict=True))
     # Control: an ordinary train-mode forward does move the running statistics.
-    student(batch[0])
+    student(batch[0].x)
     assert not torch.equal(student.bn.running_mean, before["bn.running_mean"])
     assert int(student.bn.num_batches_tracked) == int(before["bn.num_batches_tracked"]) + 1
 
@@ -120,9 +135,8 @@ def test_meta_step_on_factorizephys_reaches_policy_only():
     theta = [p.detach().clone() for p in student.parameters()]
     phi = [p.detach().clone() for p in policy.parameters()]
     cfg = TrainConfig(frames=frames, lr=1e-3)
-    loss = meta_step(
-        student, policy, opt, x, y, torch.tensor([True]), torch.randn(1, frames - 1), x[:1], y[:1], cfg
-    )
+    batch = clips(x, y, torch.tensor([True]), torch.randn(1, frames - 1), x[:1], y[:1])
+    loss = policy_step(student, policy, opt, batch, cfg)
     assert math.isfinite(loss)
     grad_norm = sum(float(p.grad.abs().sum()) for p in policy.parameters() if p.grad is not None)
     assert grad_norm > 0

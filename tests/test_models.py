@@ -1,4 +1,4 @@
-"""Tests for train/models.py (CPU, small tensors)."""
+"""Tests for train/models/ (CPU, small tensors)."""
 
 from __future__ import annotations
 

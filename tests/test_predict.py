@@ -28,7 +28,9 @@ def invoke(args, workdir):
 def setup(tmp_path_factory):
     import torch
 
-    from train.trainer import TrainConfig, build_student, save_checkpoint
+    from train.build import build_student
+    from train.checkpoint import save_checkpoint
+    from train.config import TrainConfig
 
     wd = tmp_path_factory.mktemp("predict")
     cfg = TrainConfig(run_name="tiny", frames=FRAMES, teacher_widths=(8, 16))

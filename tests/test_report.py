@@ -32,8 +32,10 @@ def run(args, workdir):
 
 
 def fake_run(wd, name, seed, labeled_frac=0.4, baseline=True, extra=None):
+    from train.build import build_student, build_teacher
+    from train.checkpoint import save_checkpoint
+    from train.config import TrainConfig
     from train.models import SpectralPolicy
-    from train.trainer import TrainConfig, build_student, build_teacher, save_checkpoint
 
     cfg = TrainConfig(
         run_name=name,

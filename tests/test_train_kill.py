@@ -109,8 +109,8 @@ def test_killed_training_resumes_to_the_uninterrupted_losses(wd):
     full, part = student_steps(wd.runs / "full" / "log.jsonl"), student_steps(wd.runs / "part" / "log.jsonl")
     assert [r["step"] for r in part] == list(range(total)), where  # nothing lost, nothing twice
     assert part == full, where  # every loss term, gate and weight, bit for bit
-    last = torch.load(wd.runs / "part" / "student_last.pt", weights_only=False)
-    ref = torch.load(wd.runs / "full" / "student_last.pt", weights_only=False)
+    last = torch.load(wd.runs / "part" / "student_last.pt", weights_only=True)
+    ref = torch.load(wd.runs / "full" / "student_last.pt", weights_only=True)
     assert last["epoch"] == ref["epoch"] == EPOCHS - 1, where
     assert all(torch.equal(last["model"][k], ref["model"][k]) for k in ref["model"]), where
     assert not list((wd.runs / "part").glob("*.partial")), where

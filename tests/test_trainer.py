@@ -19,9 +19,12 @@ from tiny_data import tiny_train_toml, write_tiny_dataset
 from typer.testing import CliRunner
 
 from cli import app
-from train import trainer
+from train import checkpoint, distributed, method, plan, trainer
+from train.build import build_student
+from train.checkpoint import load_model, save_checkpoint, teacher_cache_key
+from train.config import TrainConfig, TrainError, resolve_config
 from train.models import SpectralPolicy
-from train.trainer import TrainConfig, TrainError, build_student, resolve_config, seed_everything
+from train.trainer import seed_everything
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = tiny_train_toml()
@@ -75,10 +78,16 @@ def test_config_file_overrides_and_errors(tmp_path):
 
 
 def test_device_and_autocast_defaults():
-    assert trainer.pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert trainer.pick_device("cuda", 1) == torch.device("cuda", 1)
+    assert distributed.pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.cuda.is_available():
+        assert distributed.pick_device("cuda", 1) == torch.device("cuda", 1)
+    else:
+        with pytest.raises(TrainError, match="--device cuda: no CUDA GPU"):
+            distributed.pick_device("cuda", 1)
+    with pytest.raises(TrainError, match="unknown device"):
+        distributed.pick_device("tpu")
     cpu = torch.device("cpu")
-    with trainer.autocast(cpu, True):
+    with distributed.autocast(cpu, True):
         out = torch.nn.Linear(3, 2)(torch.randn(4, 3))
     assert out.dtype == torch.float32  # CPU stays fp32
     assert (
@@ -124,7 +133,7 @@ def test_ablation_flags_train(wd, name):
     for r in steps:
         assert math.isfinite(r["loss"]) and math.isfinite(r["distill"])
         assert check(r), r
-    ckpt = torch.load(wd.runs / f"abl-{name}" / "student_last.pt", weights_only=False)
+    ckpt = torch.load(wd.runs / f"abl-{name}" / "student_last.pt", weights_only=True)
     assert ckpt["config"]["run_name"] == f"abl-{name}"
     if name == "no-bilevel":  # the policy learnt from L_tr without any meta step
         seed_everything(3)
@@ -139,13 +148,13 @@ def test_methods_train(wd, method):
     steps = records(wd, f"m-{method}")
     assert len(steps) == 2 and all(math.isfinite(r["loss"]) for r in steps)
     run = wd.runs / f"m-{method}"
-    last = torch.load(run / "student_last.pt", weights_only=False)
+    last = torch.load(run / "student_last.pt", weights_only=True)
     if method == "supervised":
         assert not (run / "teacher.pt").exists() and all("distill" not in r for r in steps)
         assert all(r["sup"] == r["loss"] for r in steps)  # trained on labelled clips only
         return
     assert all(r["distill"] > 0 for r in steps) and "policy" not in last
-    teacher = torch.load(run / "teacher.pt", weights_only=False)["model"]
+    teacher = torch.load(run / "teacher.pt", weights_only=True)["model"]
     if method == "fitnets":
         assert last["aux"]["conv.weight"].shape == (teacher["decoder.0.weight"].shape[1], 16, 3)
     if method == "dml":
@@ -163,7 +172,7 @@ def test_other_students_train(wd, student, size, out_len):
     steps = records(wd, f"s-{student}")
     assert len(steps) == 2 and all(math.isfinite(r["loss"]) and r["distill"] > 0 for r in steps)
     assert "meta_loss" in steps[0]
-    model, cfg, _ = trainer.load_model(wd.runs / f"s-{student}" / "student.pt")
+    model, cfg, _ = load_model(wd.runs / f"s-{student}" / "student.pt")
     assert (cfg.student, cfg.student_size) == (student, size)
     assert type(model).__name__ == {"factorizephys-big": "FactorizePhysBig", "physnet": "PhysNet"}[student]
     with torch.no_grad():
@@ -181,15 +190,15 @@ def test_student_config_and_old_checkpoints(tmp_path):
     with pytest.raises(TrainError, match="unknown student"):
         resolve_config({"student": "physformer"})
     # A checkpoint saved before the ``student`` field existed loads as the default FactorizePhys.
-    old = resolve_config({"preset": "cpu", "frames": 8})
+    old = resolve_config({"preset": "cpu", "frames": 16})
     path = tmp_path / "old.pt"
-    trainer.save_checkpoint(path, "student", build_student(old), old)
-    ckpt = torch.load(path, weights_only=False)
+    save_checkpoint(path, "student", build_student(old), old)
+    ckpt = torch.load(path, weights_only=True)
     del ckpt["config"]["student"]
     torch.save(ckpt, path)
-    model, cfg, _ = trainer.load_model(path)
+    model, cfg, _ = load_model(path)
     assert cfg.student == "factorizephys" and type(model).__name__ == "FactorizePhys"
-    trainer._check_resume_config(ckpt["config"], cfg, path)  # the missing key resumes as its default
+    plan._check_resume_config(ckpt["config"], cfg, path)  # the missing key resumes as its default
 
 
 def test_teacher_cache_reused_and_keyed(wd):
@@ -198,17 +207,17 @@ def test_teacher_cache_reused_and_keyed(wd):
     assert "teacher: reusing" in out
     teacher_rows = records(wd, "cache-b", "epoch", "teacher")
     assert teacher_rows and all(r.get("cached") for r in teacher_rows)
-    a = torch.load(wd.runs / "cache-a" / "teacher.pt", weights_only=False)["model"]
-    b = torch.load(wd.runs / "cache-b" / "teacher.pt", weights_only=False)["model"]
+    a = torch.load(wd.runs / "cache-a" / "teacher.pt", weights_only=True)["model"]
+    b = torch.load(wd.runs / "cache-b" / "teacher.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     cfg = resolve_config({"preset": "cpu"})
-    key = trainer.teacher_cache_key(cfg, "sha", ["1"])[0]
+    key = teacher_cache_key(cfg, "sha", ["1"])[0]
     for change in ({"seed": 4}, {"labeled_frac": 0.5}, {"teacher_epochs": 2}, {"dataset": "physdrive"}):
         other = TrainConfig(**{**cfg.__dict__, **change})
-        assert trainer.teacher_cache_key(other, "sha", ["1"])[0] != key, change
-    assert trainer.teacher_cache_key(cfg, "sha2", ["1"])[0] != key
-    assert trainer.teacher_cache_key(cfg, "sha", ["1", "2"])[0] != key
-    assert trainer.teacher_cache_key(TrainConfig(**{**cfg.__dict__, "epochs": 9}), "sha", ["1"])[0] == key
+        assert teacher_cache_key(other, "sha", ["1"])[0] != key, change
+    assert teacher_cache_key(cfg, "sha2", ["1"])[0] != key
+    assert teacher_cache_key(cfg, "sha", ["1", "2"])[0] != key
+    assert teacher_cache_key(TrainConfig(**{**cfg.__dict__, "epochs": 9}), "sha", ["1"])[0] == key
 
 
 # --- resume, NaN -------------------------------------------------------------------------------------------
@@ -233,7 +242,7 @@ def test_resume_gives_the_same_losses(wd):
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(wd, monkeypatch):
     saves = []
-    real_save, real_components = trainer._atomic_save, trainer.distill_components
+    real_save, real_components = checkpoint.atomic_save, method.distill_components
 
     def save(obj, path):
         real_save(obj, path)
@@ -243,12 +252,12 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(wd, monkeypatch):
         out = real_components(s, t)
         return out * math.nan if "student_last.pt" in saves else out
 
-    monkeypatch.setattr(trainer, "_atomic_save", save)
-    monkeypatch.setattr(trainer, "distill_components", components)
+    monkeypatch.setattr(checkpoint, "atomic_save", save)
+    monkeypatch.setattr(method, "distill_components", components)
     cfg = resolve_config({"run_name": "nan", "epochs": 2, "policy": False}, config_file=wd.root / "tiny.toml")
     with pytest.raises(TrainError, match=r"non-finite loss .* epoch 1 step 2.*student_last.pt is kept"):
         trainer.train(cfg, wd)
-    last = torch.load(wd.runs / "nan" / "student_last.pt", weights_only=False)
+    last = torch.load(wd.runs / "nan" / "student_last.pt", weights_only=True)
     assert last["epoch"] == 0 and last["step"] == 2
     assert all(torch.isfinite(v).all() for v in last["model"].values())
 
@@ -317,7 +326,7 @@ def test_short_training_beats_untrained_student(tmp_path, capsys):
 
     seed_everything(cfg.seed)
     untrained = mae(build_student(cfg))
-    trained = mae(trainer.load_model(wd.runs / "learn" / "student.pt")[0])
+    trained = mae(load_model(wd.runs / "learn" / "student.pt")[0])
     with capsys.disabled():
         print(f"val HR MAE: untrained {untrained:.1f} bpm, trained {trained:.1f} bpm")
     assert trained < 0.5 * untrained and trained < 10.0, (trained, untrained)
@@ -371,7 +380,7 @@ def test_sync_shift_reaches_the_student_but_not_the_teacher(tmp_path):
 
 def test_teacher_width_follows_the_radar_and_survives_reload(tmp_path):
     """PhysDrive radar has 8 bins (16 I/Q channels), EquiPleth 5 (10): the teacher input follows the data."""
-    from train.trainer import build_teacher, load_model, save_checkpoint
+    from train.build import build_teacher
 
     cfg = TrainConfig(teacher_widths=(8, 16))
     teacher = build_teacher(cfg, rf_channels=16)

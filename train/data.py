@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pipeline.spectrum import window_starts, zscore
-from pipeline.store import open_store
+from pipeline.store import StoreError, open_store
 
 RADAR_PER_FRAME = 4
 
@@ -38,6 +38,21 @@ class Window:
     skin_type: int
     shift: int = 0  # radar window shifted forward by this many video frames (clips manifest)
     labeled: bool | None = None  # from the clips manifest; None: decided by labeled_subjects
+
+
+def _complete_group(root, store_path: str, session: str):
+    """The store group of ``session``; :class:`StoreError` when it is missing or not complete."""
+    try:
+        g = root[session]
+    except KeyError:
+        raise StoreError(
+            f"{store_path}/{session}: session is missing from the store; rerun `rpm preprocess`"
+        ) from None
+    if not g.attrs.get("complete", False):
+        raise StoreError(
+            f"{store_path}/{session}: session is not complete in the store; rerun `rpm preprocess`"
+        )
+    return g
 
 
 class WindowDataset(Dataset):
@@ -61,12 +76,7 @@ class WindowDataset(Dataset):
         root = open_store(self.store_path, "r")
         self.windows: list[Window] = []
         for session in sorted(sessions):
-            g = root[session]
-            if not g.attrs.get("complete", False):
-                raise RuntimeError(
-                    f"{self.store_path}/{session}: session is not complete in the store; "
-                    "rerun `rpm preprocess`"
-                )
+            g = _complete_group(root, self.store_path, session)
             n = g["video"].shape[0]
             for s in window_starts(n, frames, stride, flush):
                 self.windows.append(
@@ -77,8 +87,18 @@ class WindowDataset(Dataset):
         self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     @classmethod
-    def from_clips(cls, store_path, clips, split: str, dataset: str | None = None) -> WindowDataset:
-        """Windows of ``split`` from a clips table (DataFrame or path to clips.csv), shifts included."""
+    def from_clips(
+        cls,
+        store_path,
+        clips,
+        split: str,
+        dataset: str | None = None,
+        labeled_subjects: set[str] | None = None,
+    ) -> WindowDataset:
+        """Windows of ``split`` from a clips table (DataFrame or path to clips.csv), shifts included.
+
+        Labels follow the table's ``labeled`` column, or with ``labeled_subjects`` that set instead.
+        """
         import pandas as pd
 
         if not isinstance(clips, pd.DataFrame):
@@ -89,16 +109,17 @@ class WindowDataset(Dataset):
         if clips.frames.nunique() > 1:
             raise ValueError(f"clips of {split} have mixed lengths {sorted(clips.frames.unique())}")
         frames = int(clips.frames.iloc[0]) if len(clips) else 1
-        self = cls(store_path, [], frames, frames)
+        self = cls(store_path, [], frames, frames, labeled_subjects=labeled_subjects)
         root = open_store(self.store_path, "r")
         skin: dict[str, int] = {}
         for c in clips.itertuples():
             if c.session not in skin:
-                g = root[c.session]
-                if not g.attrs.get("complete", False):
-                    raise RuntimeError(f"{self.store_path}/{c.session}: session is not complete in the store")
+                g = _complete_group(root, self.store_path, c.session)
                 skin[c.session] = int(g.attrs.get("skin_type", -1))
-            labeled = c.labeled if isinstance(c.labeled, bool) else str(c.labeled).lower() == "true"
+            if labeled_subjects is not None:
+                labeled = None  # decided by labeled_subjects
+            else:
+                labeled = c.labeled if isinstance(c.labeled, bool) else str(c.labeled).lower() == "true"
             self.windows.append(
                 Window(c.session, str(c.subject), int(c.start), skin[c.session], int(c.shift_frames), labeled)
             )

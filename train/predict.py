@@ -33,9 +33,9 @@ from pipeline.face import FaceNotFoundError, open_video_crops
 from pipeline.paths import Workdir
 from pipeline.spectrum import hr_batch, window_starts
 from pipeline.video import VideoError
+from train.checkpoint import load_model
 from train.data import video_to_input
 from train.evaluate import overlap_average
-from train.trainer import load_model
 
 
 class PredictError(RuntimeError):

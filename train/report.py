@@ -39,9 +39,11 @@ from torch.utils.data import DataLoader
 from pipeline.paths import Workdir
 from pipeline.spectrum import CARDIAC_BAND_BPM, HR_FILTER_ORDER, bandpass, hr_batch, power_spectrum, zscore
 from pipeline.store import open_store
+from train.checkpoint import load_model
 from train.classical import METHODS as CLASSICAL_FUNCS
 from train.classical import rgb_trace, skin_roi
 from train.data import WindowDataset, video_to_input
+from train.distributed import pick_device
 from train.evaluate import (
     PROTOCOLS,
     SKIN_GROUPS,
@@ -52,7 +54,6 @@ from train.evaluate import (
     skin_group,
     whole_video_hr,
 )
-from train.trainer import load_model, pick_device
 
 METHODS = {
     "student": "RPM-Distill student (video only)",

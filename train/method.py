@@ -1,0 +1,248 @@
+"""The method: RPM-Distill's label-optional objective and the KD baselines it is compared with.
+
+Eq. 1 of the paper, per batch:
+    L = 1[labelled] * L_sup + lambda * g * sum_k alpha_k L_k
+with L_sup = 0.01 * neg-Pearson + SNR loss to the PPG (``train.losses``) and the spectral components
+L_k (peak, background, morphology) between the student's and the RF teacher's waveforms, weighted by the
+spectral policy network's gate g and weights alpha. :func:`meta_loss` is the bilevel objective that
+trains the policy: L_sup on validation clips after one virtual step of the student on L.
+
+Every method is one :class:`Method` in :data:`METHOD_IMPLS`, the only place method names are dispatched:
+``supervised`` (no term), ``rpm-distill``, ``output-kd``, ``fitnets`` and ``dml`` (``train/kd.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from train import kd
+from train.build import student_length
+from train.config import COMPONENTS, METHODS, TrainConfig
+from train.distributed import autocast, to_fp32
+from train.losses import distill_components, relation_map, spectral_features, supervised_loss
+from train.models import SpectralPolicy
+
+if TYPE_CHECKING:
+    from train.trainer import StepContext, StudentState
+
+
+@dataclass
+class Targets:
+    """What a batch of student predictions is scored against."""
+
+    y: Tensor  # (B, T) z-scored PPG labels
+    labeled: Tensor  # (B,) bool: the clip's labels may be used
+    wave: Tensor | None = None  # (B, T - 1) teacher (or dml peer) waveform
+    hint: tuple[Tensor, Tensor] | None = None  # fitnets: (regressed student feature, teacher feature)
+
+
+@dataclass
+class Clips:
+    """A batch of student inputs (B, 3, T, S, S) with its targets."""
+
+    x: Tensor
+    targets: Targets
+
+
+def component_mask(cfg: TrainConfig) -> Tensor:
+    """(3,) float mask over [peak, background, morphology] from the ablation switches."""
+    return torch.tensor([float(cfg.peak), float(cfg.background), float(cfg.morphology)])
+
+
+def distill_term(pred, teacher_wave, cfg: TrainConfig, policy, policy_grad: bool):
+    """RPM-Distill's L_distill per sample (B,), plus (g (B,), alpha (B, 3), components (B, 3)).
+
+    ``policy_grad``: (g, alpha) carry gradient to the policy. In the meta step the relation map is not
+    detached (reference a.7); when the policy is trained jointly (``bilevel=False``) its input is detached.
+    Switched-off components get alpha 0 and the rest are renormalised; ``gate=False`` fixes g = 1 and
+    ``weights=False`` fixes alpha to equal weights over the used components.
+    """
+    fs_s = spectral_features(pred, fs=cfg.fs)
+    fs_t = spectral_features(teacher_wave, fs=cfg.fs)
+    comps = distill_components(fs_s, fs_t)  # (B, 3): peak, background, morphology
+    mask = component_mask(cfg).to(device=comps.device, dtype=comps.dtype)
+    equal = (mask / mask.sum()).expand_as(comps)
+    gate = torch.ones(comps.shape[0], device=comps.device, dtype=comps.dtype)
+    alpha = equal
+    if policy is not None:
+        rel = relation_map(fs_s, fs_t)
+        with torch.set_grad_enabled(policy_grad):
+            g, a = policy(rel if cfg.bilevel else rel.detach())
+        if cfg.gate:
+            gate = g.to(comps.dtype)
+        if cfg.weights:
+            a = a.to(comps.dtype) * mask
+            alpha = a / a.sum(dim=1, keepdim=True).clamp_min(1e-12)
+    return gate * (alpha * comps).sum(dim=1), gate, alpha, comps
+
+
+class Method:
+    """Plain supervision (no distillation term); the base of every method.
+
+    A method adds its modules to a stage (:meth:`setup`), completes the targets after the student's
+    forward pass (:meth:`guide`, which may return its auxiliary module's own losses) and gives the
+    per-sample distillation term (:meth:`term`, None: the method has none).
+    """
+
+    needs_teacher = False  # the run trains (or reuses) the RF teacher
+    teacher_wave = False  # the frozen teacher runs on every batch's radar before the step
+
+    def setup(self, st: StudentState, cfg: TrainConfig, device) -> None:
+        pass
+
+    def guide(
+        self, st: StudentState, batch: dict, pred: Tensor, targets: Targets, ctx: StepContext
+    ) -> dict[str, Tensor]:
+        return {}
+
+    def term(self, pred, targets: Targets, cfg: TrainConfig, policy=None, policy_grad: bool = False):
+        """(per-sample L_kd (B,), stats) or None."""
+        return None
+
+
+class RpmDistill(Method):
+    """The spectral term to the teacher's waveform, weighted by the spectral policy's (g, alpha)."""
+
+    needs_teacher = teacher_wave = True
+
+    def setup(self, st, cfg, device):
+        if cfg.policy and (cfg.gate or cfg.weights):
+            st.policy = SpectralPolicy().to(device)
+            st.policy_opt = torch.optim.Adam(st.policy.parameters(), lr=cfg.policy_lr, weight_decay=0.0)
+            st.meta = cfg.bilevel
+
+    def term(self, pred, targets, cfg, policy=None, policy_grad=False):
+        per, gate, alpha, comps = distill_term(pred, targets.wave, cfg, policy, policy_grad)
+        stats = {name: comps[:, i].detach().mean() for i, name in enumerate(COMPONENTS)}
+        stats["gate"] = gate.detach().mean()
+        stats.update({f"alpha_{name}": alpha[:, i].detach().mean() for i, name in enumerate(COMPONENTS)})
+        return per, stats
+
+
+class OutputKD(Method):
+    """Waveform matching to the teacher's output (``kd.waveform_kd``)."""
+
+    needs_teacher = teacher_wave = True
+
+    def term(self, pred, targets, cfg, policy=None, policy_grad=False):
+        return kd.waveform_kd(pred, targets.wave), {}
+
+
+class FitNets(Method):
+    """A regressor maps the student's guided feature onto the teacher's hint feature (L2)."""
+
+    needs_teacher = teacher_wave = True  # the teacher's forward pass fills the hint tap
+
+    def setup(self, st, cfg, device):
+        hint_layer, hint_channels = kd.teacher_hint_layer(st.teacher)
+        guided_layer, guided_channels = st.student.guided_layer()
+        st.teacher_tap, st.student_tap = kd.FeatureTap(hint_layer), kd.FeatureTap(guided_layer)
+        st.aux = kd.HintRegressor(guided_channels, hint_channels).to(device)
+        st.aux_opt = torch.optim.Adam(st.aux.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def guide(self, st, batch, pred, targets, ctx):
+        targets.hint = (st.aux(to_fp32(st.student_tap.output)), to_fp32(st.teacher_tap.output))
+        return {}
+
+    def term(self, pred, targets, cfg, policy=None, policy_grad=False):
+        return kd.hint_loss(*targets.hint), {}
+
+
+class MutualLearning(Method):
+    """dml: an RF peer (initialised from the teacher) and the student learn from each other's output."""
+
+    needs_teacher = True
+
+    def setup(self, st, cfg, device):
+        st.aux = kd.make_peer(st.teacher).to(device)
+        st.aux_opt = torch.optim.Adam(
+            st.aux.parameters(), lr=cfg.teacher_lr, weight_decay=cfg.teacher_weight_decay
+        )
+
+    def guide(self, st, batch, pred, targets, ctx):
+        with autocast(ctx.device, ctx.amp):
+            peer = st.aux(batch["rf"].to(ctx.device, non_blocking=True))[:, : student_length(ctx.cfg)]
+        peer = to_fp32(peer)
+        targets.wave = peer.detach()
+        # The peer learns from labels and from the student.
+        peer_cfg = dataclasses.replace(ctx.cfg, method="output-kd")
+        peer_loss, _ = objective(peer, Targets(targets.y, targets.labeled, wave=pred.detach()), peer_cfg)
+        return {"peer_loss": peer_loss}
+
+    def term(self, pred, targets, cfg, policy=None, policy_grad=False):
+        return kd.waveform_kd(pred, targets.wave), {}
+
+
+METHOD_IMPLS: dict[str, Method] = {
+    "supervised": Method(),
+    "rpm-distill": RpmDistill(),
+    "output-kd": OutputKD(),
+    "fitnets": FitNets(),
+    "dml": MutualLearning(),
+}
+assert set(METHOD_IMPLS) == set(METHODS)
+
+
+def method_of(cfg: TrainConfig) -> Method:
+    """The method a stage runs: ``cfg.method``, or plain supervision in mode ``sup_only``."""
+    return METHOD_IMPLS["supervised" if cfg.mode == "sup_only" else cfg.method]
+
+
+def objective(pred, targets: Targets, cfg: TrainConfig, policy=None, policy_grad: bool = False):
+    """Eq. 1 averaged over the batch -> (scalar loss, stats: name -> 0-d tensor).
+
+    Labelled clips get L_sup + lambda * L_kd, unlabelled ones lambda * L_kd, where L_kd is the term of
+    ``cfg``'s method (:data:`METHOD_IMPLS`); ``cfg.mode`` keeps only L_sup (sup_only) or only L_kd
+    (distill_only). ``policy`` gives (g, alpha) to rpm-distill; ``policy_grad`` lets them carry gradient.
+    """
+    y, labeled = targets.y, targets.labeled
+    n = pred.shape[0]
+    total = (pred * 0).sum()  # keeps a graph even when a batch has nothing to learn from
+    stats: dict[str, Tensor] = {}
+    if cfg.mode in ("distill", "sup_only") and bool(labeled.any()):
+        sup = supervised_loss(pred[labeled], y[labeled], fs=cfg.fs)
+        total = total + sup * (labeled.sum() / n)
+        stats["sup"] = sup.detach()
+    term = method_of(cfg).term(pred, targets, cfg, policy, policy_grad)  # None in mode sup_only
+    if term is not None:
+        per, term_stats = term
+        stats.update(term_stats)
+        total = total + cfg.lambda_distill * per.mean()
+        stats["distill"] = per.detach().mean()
+    return total, stats
+
+
+def meta_loss(student: nn.Module, policy: nn.Module, train: Clips, val: Clips, cfg: TrainConfig, amp=False):
+    """L_sup on a validation batch of the student after one virtual SGD step on L_tr (reference a.7).
+
+    1. L_tr = Eq. 1 on the training batch with (g, alpha) from ``policy`` (gradient kept);
+    2. theta' = theta - eta * dL_tr/dtheta with ``create_graph=True`` (eta = virtual_lr or lr);
+    3. the student in eval mode at theta' on ``val.x``, through ``torch.func.functional_call``.
+    Every forward gets its own clone of the buffers, so BatchNorm statistics of ``student`` are never
+    changed. The result (a 0-d tensor) is differentiable with respect to the policy's parameters.
+    """
+    params = {k: p for k, p in student.named_parameters() if p.requires_grad}
+    buffers = {k: b.detach().clone() for k, b in student.named_buffers()}
+    length = student_length(cfg)
+    with autocast(train.x.device, amp):
+        pred = functional_call(student, (params, buffers), (train.x,))[:, :length]
+    loss_tr, _ = objective(to_fp32(pred), train.targets, cfg, policy, policy_grad=True)
+    grads = torch.autograd.grad(loss_tr, list(params.values()), create_graph=True, allow_unused=True)
+    eta = cfg.virtual_lr if cfg.virtual_lr is not None else cfg.lr
+    fast = {k: (p - eta * g if g is not None else p) for (k, p), g in zip(params.items(), grads, strict=True)}
+    was_training = student.training
+    student.eval()
+    try:
+        with autocast(val.x.device, amp):
+            val_pred = functional_call(
+                student, (fast, {k: b.detach().clone() for k, b in student.named_buffers()}), (val.x,)
+            )[:, :length]
+    finally:
+        student.train(was_training)
+    return supervised_loss(to_fp32(val_pred), val.targets.y, fs=cfg.fs)
