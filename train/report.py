@@ -4,7 +4,9 @@ For every run in ``runs/`` (or the ones named) the test sessions of ``manifests/
 evaluated under both windowing protocols of :data:`train.evaluate.PROTOCOLS` (``release``: T-frame
 windows at stride 30; ``equipleth``: whole-video prediction, 300-sample windows at stride 128) for
 
-* the run's checkpoints: the distilled student, the supervised-only student and the RF teacher;
+* the run's checkpoints: the distilled student, the supervised-only student and the RF teacher (a run of
+  method ``physformer`` has PhysFormer as its student; one of method ``fusion`` has Vilesov et al.'s
+  RGB-radar fusion, fed the video and the radar window, and its row is marked as using radar at test);
 * the classical baselines POS, CHROM and GREEN (:mod:`train.classical`) on the same windows.
 
 Runs whose configs differ only by seed (and run name / device / labelled subjects) form a group;
@@ -39,10 +41,11 @@ from torch.utils.data import DataLoader
 from pipeline.paths import Workdir
 from pipeline.spectrum import CARDIAC_BAND_BPM, HR_FILTER_ORDER, bandpass, hr_batch, power_spectrum, zscore
 from pipeline.store import open_store
+from train.build import stage_forward
 from train.checkpoint import load_model
 from train.classical import METHODS as CLASSICAL_FUNCS
 from train.classical import rgb_trace, skin_roi
-from train.data import WindowDataset, video_to_input
+from train.data import WindowDataset
 from train.distributed import pick_device
 from train.evaluate import (
     PROTOCOLS,
@@ -62,6 +65,11 @@ METHODS = {
     "POS": "POS (Wang et al. 2017)",
     "CHROM": "CHROM (de Haan & Jeanne 2013)",
     "GREEN": "GREEN (Verkruysse et al. 2008)",
+}
+# The student row of a run whose method is a Table 1 comparison rather than RPM-Distill.
+STUDENT_ROWS = {
+    "physformer": "PhysFormer (Yu et al. 2022; video only)",
+    "fusion": "Fusion: Vilesov et al. 2022 (video + radar at test time)",
 }
 NEURAL = ("student", "baseline", "teacher")
 CLASSICAL = tuple(CLASSICAL_FUNCS)
@@ -233,10 +241,7 @@ def predict_windows(kind: str, model, cfg, ds, device) -> np.ndarray:
     """(N, T - 1) waveforms for every window of ``ds``."""
     out = []
     for batch in DataLoader(ds, batch_size=cfg.batch_size, shuffle=False):
-        if kind == "teacher":
-            wave = model(batch["rf"].to(device))[:, : cfg.frames - 1]
-        else:
-            wave = model(video_to_input(batch["video"], cfg.student_size, device))[:, : cfg.frames - 1]
+        wave = stage_forward(model, batch, cfg, device, radar=kind == "teacher")[:, : cfg.frames - 1]
         out.append(wave.float().cpu().numpy())
     return np.concatenate(out)
 
@@ -626,7 +631,7 @@ def fig_agreement(group: Group, method: str, path: Path) -> bool:
         a2.axhline(y, color="k", ls=ls, lw=0.8)
     a2.set(xlabel="mean of estimate and truth (bpm)", ylabel="estimate - truth (bpm)")
     a2.set_title(f"Bland-Altman: bias {bias:.1f}, LoA ±{1.96 * sd:.1f} bpm", fontsize=10)
-    fig.suptitle(f"{METHODS[method]}: {len(est)} windows ({group.label})", fontsize=10)
+    fig.suptitle(f"{method_title(method, group.config)}: {len(est)} windows ({group.label})", fontsize=10)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
@@ -737,8 +742,16 @@ def _methods_of(groups: list[Group]) -> list[str]:
     return [m for m in METHODS if m in seen]
 
 
+def method_title(method: str, config: dict) -> str:
+    """A report row's method name: :data:`METHODS`, or for the student of a physformer / fusion run its
+    :data:`STUDENT_ROWS` name (``config``: the run or group config, with its ``method``)."""
+    if method == "student" and config.get("method") in STUDENT_ROWS:
+        return STUDENT_ROWS[config["method"]]
+    return METHODS[method]
+
+
 def _row_label(group: Group, method: str, many: bool) -> str:
-    base = METHODS[method]
+    base = method_title(method, group.config)
     return f"{base} [{group.label}]" if many and method in NEURAL else base
 
 
