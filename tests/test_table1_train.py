@@ -29,6 +29,8 @@ def test_physformer_method_picks_its_network_and_size():
         resolve_config({"student": "physformer", "frames": 30, "preset": "cpu"})
     with pytest.raises(TrainError, match="--student-size: PhysFormer input_size=72"):
         resolve_config({"student": "physformer", "student_size": 72, "preset": "cpu"})
+    with pytest.raises(TrainError, match="--frames: method 'physformer' reads each clip's HR"):
+        resolve_config({"method": "physformer", "frames": 16, "preset": "cpu"})
     for method in ("physformer", "fusion"):
         with pytest.raises(TrainError, match="nothing to learn in mode 'distill_only'"):
             resolve_config({"method": method, "mode": "distill_only", "preset": "cpu"})

@@ -363,6 +363,11 @@ def _check_method(cfg: TrainConfig, where: Mapping[str, str]) -> None:
         raise TrainError(
             f"{where['method']}: method {cfg.method!r} has nothing to learn in mode 'distill_only'"
         )
+    if cfg.method == "physformer" and cfg.frames < 17:  # its HR labels come from hr_from_psd (16 samples)
+        raise TrainError(
+            f"{where['frames']}: method 'physformer' reads each clip's HR label from its T - 1 = "
+            f"{cfg.frames - 1} PPG samples and needs at least 16, got frames={cfg.frames}"
+        )
     if cfg.method == "physformer" and cfg.student != "physformer":
         raise TrainError(
             f"{where['student']}: method 'physformer' trains the PhysFormer network, got student "
