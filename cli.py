@@ -6,16 +6,95 @@ synth -> preprocess -> split -> train -> report.  ``rpm demo`` chains them on CP
 
 from __future__ import annotations
 
+import math
+import os
 import sys
+import traceback
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+import typer.core
 
+from pipeline.errors import OptionError, RpmError
 from pipeline.paths import Workdir
 
+_debug = False  # set by the global --debug option for the running command
+# The parser's own exception class (click's, or the copy of click that newer typer releases carry).
+ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def debug_wanted() -> bool:
+    """``--debug`` was given or ``RPM_DEBUG`` is set to anything but empty, 0, false, no or off."""
+    env = os.environ.get("RPM_DEBUG", "").strip().lower()
+    return _debug or env not in ("", "0", "false", "no", "off")
+
+
+def error_line(exc: BaseException) -> tuple[str, int]:
+    """The one line (after ``error: ``) and the exit status for an exception that ended a command.
+
+    :class:`RpmError` (every stage's own errors): its message, status 1 (2 for an :class:`OptionError`,
+    as for the usage errors the option parser reports). ``OSError``: the file and the system's reason,
+    status 1. Anything else is unexpected: its type and message, status 3.
+    """
+    text = " ".join(str(exc).split())
+    if isinstance(exc, OptionError):
+        return text, 2
+    if isinstance(exc, RpmError):
+        return text or type(exc).__name__, 1
+    if isinstance(exc, OSError):
+        if exc.filename is not None and exc.strerror:
+            other = f" -> {exc.filename2}" if exc.filename2 is not None else ""
+            return f"{exc.filename}{other}: {exc.strerror}", 1
+        return text or type(exc).__name__, 1
+    return f"{type(exc).__name__}: {text} (unexpected; rerun with --debug for the traceback)", 3
+
+
+def _error(line: str) -> None:
+    typer.secho(f"error: {line}", fg=typer.colors.RED, err=True)
+
+
+class OneLineErrors(typer.core.TyperGroup):
+    """The CLI's single error boundary: every error ends as one ``error: ...`` line on stderr.
+
+    Usage errors (unknown or out-of-range options, status 2), :class:`RpmError` (status 1, or 2 for an
+    :class:`OptionError`), ``OSError`` (status 1) and unexpected exceptions (status 3) alike. With
+    ``--debug`` or ``RPM_DEBUG=1`` the Python traceback is printed before that line.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        global _debug
+        _debug = False
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            status = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except ClickException as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `rpm` alone: the help, as the parser shows it
+                if not (getattr(typer.core, "HAS_RICH", True) and self.rich_markup_mode is not None):
+                    exc.show()  # (rich has printed it already)
+                sys.exit(exc.exit_code)
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            if getattr(exc, "option_name", None) == "--debug":
+                hint = " (--debug goes before the command: rpm --debug COMMAND ...)"
+            _error(" ".join(exc.format_message().split()) + hint)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            _error("aborted")
+            sys.exit(1)
+        except Exception as exc:
+            line, status = error_line(exc)
+            if debug_wanted():
+                traceback.print_exc(file=sys.stderr)
+            _error(line)
+            sys.exit(status)
+        sys.exit(status if isinstance(status, int) else 0)
+
+
 app = typer.Typer(
+    cls=OneLineErrors,
     help="Robust remote physiological measurement: radar teaches a video-only heart-rate model "
     "(RPM-Distill).\n\n"
     "Typical use in an empty folder: rpm synth equipleth; rpm preprocess equipleth; rpm split --seed 3; "
@@ -24,6 +103,21 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+@app.callback()
+def global_options(
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug",
+            help="On an error, also print the Python traceback (as RPM_DEBUG=1 does); "
+            "without it every error is one line.",
+        ),
+    ] = False,
+) -> None:
+    global _debug
+    _debug = debug
 
 
 class Dataset(StrEnum):
@@ -50,9 +144,62 @@ WorkdirOpt = Annotated[
 ]
 
 
-def _fail(exc: Exception) -> None:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=1)
+# ---------------------------------------------------------------------------- option checks
+# Each runs before its command writes anything, and names the option it refuses.
+
+
+def check_device(device: str) -> None:
+    """``--device``: auto, cpu, or cuda / cuda:N when a CUDA device of that index is present."""
+    name, _, index = device.partition(":")
+    if device in ("auto", "cpu"):
+        return
+    if name != "cuda" or (index and not index.isdigit()):
+        raise OptionError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if int(index or 0) >= count:
+        have = f"{count} CUDA device(s)" if count else "no CUDA device"
+        raise OptionError(f"--device {device}: this machine has {have}; use --device cpu or auto")
+
+
+def check_fraction(option: str, value: float, closed_high: bool = False) -> None:
+    """``value`` in (0, 1), or (0, 1] with ``closed_high``; NaN is refused."""
+    ok = 0.0 < value <= 1.0 if closed_high else 0.0 < value < 1.0
+    if not ok:
+        raise OptionError(f"{option} must be in (0, 1{']' if closed_high else ')'}, got {value}")
+
+
+def check_synth_options(
+    dataset: SynthLayout, size: str, seconds: float | None, trials, sessions, crop_size: int
+) -> None:
+    if size not in ("small", "full"):
+        raise OptionError(f"--size must be small or full, got {size!r}")
+    if seconds is not None and not math.isfinite(seconds):
+        raise OptionError(f"--seconds must be a finite number of seconds, got {seconds}")
+    if dataset == SynthLayout.equipleth and sessions is not None:
+        raise OptionError("--sessions applies to physdrive only (equipleth has --trials)")
+    if dataset == SynthLayout.physdrive and trials is not None:
+        raise OptionError("--trials applies to equipleth only (physdrive has --sessions)")
+    if dataset == SynthLayout.physdrive and crop_size != 128:
+        raise OptionError("--crop-size applies to equipleth only (physdrive writes full-frame video)")
+
+
+def check_split_options(
+    protocol: str, test_frac: float, val_frac: float, labeled_frac: float, target, fold
+) -> None:
+    protocols = ("auto", "fold", "holdout", "cross")
+    if protocol not in protocols:
+        raise OptionError(f"--protocol must be one of {', '.join(protocols)}, got {protocol!r}")
+    check_fraction("--test-frac", test_frac)
+    check_fraction("--val-frac", val_frac)
+    check_fraction("--labeled-frac", labeled_frac, closed_high=True)
+    if protocol == "cross" and target is None:
+        raise OptionError("--protocol cross needs --target (the dataset to test on)")
+    if protocol != "cross" and target is not None:
+        raise OptionError(f"--target applies to --protocol cross only, not {protocol}")
+    if fold is not None and protocol not in ("auto", "fold"):
+        raise OptionError(f"--fold applies to --protocol fold (or auto) only, not {protocol}")
 
 
 @app.command()
@@ -71,9 +218,11 @@ def synth(
         float | None,
         typer.Option(min=2.0, help="Length of each trial / session in seconds (default: from --size)."),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Random seed; the same seed writes byte-identical files.")] = 0,
+    seed: Annotated[
+        int, typer.Option(min=0, help="Random seed; the same seed writes byte-identical files.")
+    ] = 0,
     crop_size: Annotated[
-        int, typer.Option(help="EquiPleth: side of the written face-crop PNGs in pixels.")
+        int, typer.Option(min=16, help="EquiPleth: side of the written face-crop PNGs in pixels.")
     ] = 128,
     size: Annotated[
         str,
@@ -95,6 +244,14 @@ def synth(
             "synth's names are replaced)."
         ),
     ] = False,
+    difficulty: Annotated[
+        str,
+        typer.Option(
+            help="realistic (the real datasets' confounders: camera AE/AWB steps, head motion with the "
+            "heartbeat and breathing, contact-PPG label imperfections, asymmetric breathing, sway and "
+            "multipath in the radar, ...) or easy (none of them: a clean world for tests)."
+        ),
+    ] = "realistic",
     workdir: WorkdirOpt = None,
 ) -> None:
     """Write a synthetic paired dataset (face video, radar, PPG) in the real on-disk layout.
@@ -106,45 +263,44 @@ def synth(
     1 s). A ``synth_truth.json`` sidecar (not part of the real layout) records the ground truth.
     The output folder must be new, empty or synth's own (marked by ``.rpm_synth.json``) unless --force.
     """
-    from pipeline.lock import LockedError, hold_lock
-    from pipeline.paths import OutputPathError, check_output_dir, lock_beside
-    from pipeline.synth_target import SynthTargetError
+    from pipeline.lock import hold_lock
+    from pipeline.paths import check_output_dir, lock_beside
 
-    if size not in ("small", "full"):
-        _fail(ValueError(f"--size must be small or full, got {size!r}"))
+    check_synth_options(dataset, size, seconds, trials, sessions, crop_size)
+    if difficulty not in ("easy", "realistic"):
+        raise OptionError(f"--difficulty must be easy or realistic, got {difficulty!r}")
     target = out or Workdir.resolve(workdir).raw(dataset.value)
-    try:
-        check_output_dir(target, "--out")
-        with hold_lock(lock_beside(target), f"synth folder {target}"):
-            if dataset == SynthLayout.equipleth:
-                from pipeline.synth_equipleth import synth_equipleth
+    check_output_dir(target, "--out")
+    with hold_lock(lock_beside(target), f"synth folder {target}"):
+        if dataset == SynthLayout.equipleth:
+            from pipeline.synth_equipleth import synth_equipleth
 
-                table = synth_equipleth(
-                    target,
-                    subjects=subjects,
-                    trials=trials,
-                    seconds=seconds,
-                    seed=seed,
-                    crop_size=crop_size,
-                    size=size,
-                    force=force,
-                )
-                typer.echo(f"wrote {len(table)} trials to {target}")
-            else:
-                from pipeline.synth_physdrive import synth_physdrive
+            table = synth_equipleth(
+                target,
+                subjects=subjects,
+                trials=trials,
+                seconds=seconds,
+                seed=seed,
+                crop_size=crop_size,
+                size=size,
+                force=force,
+                difficulty=difficulty,
+            )
+            typer.echo(f"wrote {len(table)} trials to {target}")
+        else:
+            from pipeline.synth_physdrive import synth_physdrive
 
-                table = synth_physdrive(
-                    target,
-                    subjects=subjects,
-                    sessions=sessions,
-                    seconds=seconds,
-                    seed=seed,
-                    size=size,
-                    force=force,
-                )
-                typer.echo(f"wrote {len(table)} sessions to {target}")
-    except (SynthTargetError, OutputPathError, LockedError) as exc:
-        _fail(exc)
+            table = synth_physdrive(
+                target,
+                subjects=subjects,
+                sessions=sessions,
+                seconds=seconds,
+                seed=seed,
+                size=size,
+                force=force,
+                difficulty=difficulty,
+            )
+            typer.echo(f"wrote {len(table)} sessions to {target}")
 
 
 @app.command()
@@ -208,28 +364,30 @@ def preprocess(
     Recipes: equipleth (real EquiPleth layout), physdrive (public PhysDrive layout), folder (your
     own recordings: see README "Own recordings").
     """
+    from pipeline.dca1000 import DECODERS
     from pipeline.equipleth import prepare_equipleth
     from pipeline.folder import prepare_folder
-    from pipeline.lock import LockedError
+    from pipeline.paths import check_output_dir
     from pipeline.physdrive import prepare_physdrive
-    from pipeline.store import StoreError
+    from pipeline.recipe import check_scheduler
 
+    check_scheduler(scheduler)
+    if rf_decoder not in DECODERS:
+        raise OptionError(f"--rf-decoder must be one of {', '.join(sorted(DECODERS))}, got {rf_decoder!r}")
     wd = Workdir.resolve(workdir)
+    check_output_dir(wd.manifests, "manifests/")
     src, dst = root or wd.raw(dataset.value), store or wd.store(dataset.value)
     common = dict(workers=workers, scheduler=scheduler, overwrite=overwrite)
-    try:
-        if dataset is Dataset.equipleth:
-            manifest = prepare_equipleth(src, dst, wd.manifests, decoder=rf_decoder, **common)
-        elif dataset is Dataset.physdrive:
-            manifest = prepare_physdrive(
-                src, dst, wd.manifests, min_face_rate=min_face_rate, min_face_frac=min_face_frac, **common
-            )
-        else:
-            manifest = prepare_folder(
-                src, dst, wd.manifests, min_face_rate=min_face_rate, min_face_frac=min_face_frac, **common
-            )
-    except (FileNotFoundError, ValueError, StoreError, LockedError) as exc:
-        _fail(exc)
+    if dataset is Dataset.equipleth:
+        manifest = prepare_equipleth(src, dst, wd.manifests, decoder=rf_decoder, **common)
+    elif dataset is Dataset.physdrive:
+        manifest = prepare_physdrive(
+            src, dst, wd.manifests, min_face_rate=min_face_rate, min_face_frac=min_face_frac, **common
+        )
+    else:
+        manifest = prepare_folder(
+            src, dst, wd.manifests, min_face_rate=min_face_rate, min_face_frac=min_face_frac, **common
+        )
     ok = int((manifest.status == "ok").sum())
     typer.echo(f"{ok}/{len(manifest)} sessions ok -> {dst}; manifest {wd.sessions_manifest(dataset.value)}")
     for row in manifest[manifest.status != "ok"].itertuples():
@@ -238,7 +396,7 @@ def preprocess(
 
 @app.command()
 def split(
-    seed: Annotated[int, typer.Option(help="Seed for the subject-level split.")] = 3,
+    seed: Annotated[int, typer.Option(min=0, help="Seed for the subject-level split.")] = 3,
     dataset: Annotated[Dataset, typer.Option(help="Dataset to split (the source for --protocol cross).")] = (
         Dataset.equipleth
     ),
@@ -258,54 +416,67 @@ def split(
     fold: Annotated[
         str | None, typer.Option(help="demo_fold.pkl fold for --protocol fold (default: first).")
     ] = None,
-    frames: Annotated[int, typer.Option(min=1, help="Clip length T in video frames (clips.csv).")] = 256,
-    stride: Annotated[int, typer.Option(min=1, help="Clip stride in video frames.")] = 30,
+    frames: Annotated[
+        int,
+        typer.Option(min=16, help="Window length T listed in clips.csv, >= 16 (training cuts its own)."),
+    ] = 256,
+    stride: Annotated[int, typer.Option(min=1, help="Window stride listed in clips.csv.")] = 30,
     labeled_frac: Annotated[
-        float, typer.Option(help="Share of training subjects whose labels are used (column labeled).")
+        float,
+        typer.Option(
+            help="Deprecated: only fills clips.csv's labeled column (a preview with this seed); "
+            "rpm train --labeled-frac decides which labels a run uses."
+        ),
     ] = 1.0,
     shift_prob: Annotated[
         float,
-        typer.Option(min=0.0, max=1.0, help="Probability that a training clip's radar window is shifted."),
+        typer.Option(min=0.0, max=1.0, help="Probability that a training window's radar window is shifted."),
     ] = 0.0,
     shift_frames: Annotated[
         int, typer.Option(min=0, help="Forward radar shift in video frames (30 = 1 s).")
     ] = 30,
     workdir: WorkdirOpt = None,
 ) -> None:
-    """Split subjects into train / val (4:1, seeded) and test, and cut the clips table.
+    """Split subjects into train / val (4:1, seeded) and test, and draw the sync shifts.
 
     Reads manifests/<dataset>_sessions.csv (and the target's); writes manifests/splits.csv,
-    splits.json and clips.csv (T-frame windows with labelled flags and injected sync shifts).
+    splits.json (seed, subjects, the shift schedule) and clips.csv (the T-frame windows with their
+    shifts). Training cuts its windows with the same function at its own length and applies the same
+    shifts, so a run at another T (the cpu preset's 128) needs no second split.
     """
-    from pipeline.lock import LockedError, hold_lock
-    from pipeline.paths import OutputPathError, check_output_dir
-    from pipeline.split import SplitError, write_splits
+    from pipeline.lock import hold_lock
+    from pipeline.paths import check_output_dir
+    from pipeline.split import write_splits
 
+    check_split_options(protocol, test_frac, val_frac, labeled_frac, target, fold)
     wd = Workdir.resolve(workdir)
+    check_output_dir(wd.manifests, "manifests/")
     datasets = [dataset.value] + ([target.value] if target is not None else [])
-    try:
-        check_output_dir(wd.manifests, "manifests/")
-        with hold_lock(wd.split_lock, f"split manifests in {wd.manifests}"):
-            _, meta = write_splits(
-                wd.sessions_manifest(dataset.value),
-                wd.splits_manifest,
-                wd.splits_meta,
-                seed,
-                protocol,
-                test_frac,
-                val_frac=val_frac,
-                fold=fold,
-                target_manifest=wd.sessions_manifest(target.value) if target is not None else None,
-                clips_path=wd.clips_manifest,
-                frames=frames,
-                stride=stride,
-                labeled_frac=labeled_frac,
-                shift_prob=shift_prob,
-                shift_frames=shift_frames,
-                stores={d: str(wd.store(d)) for d in datasets},
-            )
-    except (SplitError, LockedError, OutputPathError) as exc:
-        _fail(exc)
+    if labeled_frac != 1.0:
+        typer.secho(
+            "note: rpm split --labeled-frac is deprecated; it only fills clips.csv's labeled column. "
+            f"Pass --labeled-frac {labeled_frac:g} to rpm train (with --seed {seed} for the same subjects).",
+            fg=typer.colors.YELLOW,
+        )
+    with hold_lock(wd.split_lock, f"split manifests in {wd.manifests}"):
+        _, meta = write_splits(
+            wd.sessions_manifest(dataset.value),
+            wd.splits_manifest,
+            wd.splits_meta,
+            seed,
+            protocol,
+            test_frac,
+            val_frac=val_frac,
+            fold=fold,
+            target_manifest=wd.sessions_manifest(target.value) if target is not None else None,
+            clips_path=wd.clips_manifest,
+            frames=frames,
+            stride=stride,
+            labeled_frac=labeled_frac,
+            shift_prob=shift_prob,
+            shift_frames=shift_frames,
+            stores={d: str(wd.store(d)) for d in datasets},
+        )
     subj, shift = meta["subjects"], meta["shift"]
     typer.echo(
         f"protocol {meta['protocol']}, seed {seed}: train {subj['train']}, val {subj['val']}, "
@@ -313,7 +484,8 @@ def split(
     )
     typer.echo(
         f"{meta['clips']['n']} clips of {frames} frames -> {wd.clips_manifest}; "
-        f"{shift['shifted']} of {shift['train_clips']} training clips radar-shifted by {shift_frames} frames"
+        f"{shift['shifted']} of {shift['train_clips']} training clips radar-shifted by {shift_frames} frames "
+        f"(seed {seed}; a run cuts its own windows with the same shifts)"
     )
 
 
@@ -421,14 +593,11 @@ def train(
     *_last.pt (resume state), config.json, log.jsonl and log.csv. With WORLD_SIZE set (torchrun
     --nproc-per-node N -m cli train ...) it trains data-parallel, one process per device.
     """
-    import os
     from contextlib import nullcontext
 
-    from pipeline.lock import LockedError, hold_lock
-    from pipeline.paths import OutputPathError, PathEscapeError, check_output_dir
-    from pipeline.safe_pickle import UnsafePickleError
-    from pipeline.store import StoreError
-    from train.config import TrainError, resolve_config, saved_run_config
+    from pipeline.lock import hold_lock
+    from pipeline.paths import check_output_dir
+    from train.config import resolve_config, saved_run_config
     from train.trainer import train as run_training
 
     wd = Workdir.resolve(workdir)
@@ -461,21 +630,15 @@ def train(
         resume=resume or None,
         force=force or None,
     )
-    try:
-        check_output_dir(wd.runs, "runs/")
-        wd.run(name or "default")  # a run name never leads outside runs/
-        base = saved_run_config(wd, name or "default") if resume else None
-        base_source = wd.runs / (name or "default") / "config.json"
-        cfg = resolve_config(overrides, config_file=config, base=base, base_source=base_source)
-        # One process trains runs/<name>; of a torchrun group only rank 0 (which writes the run) locks it.
-        lock_run = int(os.environ.get("RANK", "0")) == 0
-        with (
-            hold_lock(wd.run_lock(cfg.run_name), f"run {wd.run(cfg.run_name)}") if lock_run else nullcontext()
-        ):
-            run_training(cfg, wd)
-    # CheckpointError is a TrainError
-    except (TrainError, StoreError, UnsafePickleError, LockedError, PathEscapeError, OutputPathError) as exc:
-        _fail(exc)
+    check_output_dir(wd.runs, "runs/")
+    wd.run(name or "default")  # a run name never leads outside runs/
+    base = saved_run_config(wd, name or "default") if resume else None
+    base_source = wd.runs / (name or "default") / "config.json"
+    cfg = resolve_config(overrides, config_file=config, base=base, base_source=base_source)
+    # One process trains runs/<name>; of a torchrun group only rank 0 (which writes the run) locks it.
+    lock_run = int(os.environ.get("RANK", "0")) == 0
+    with hold_lock(wd.run_lock(cfg.run_name), f"run {wd.run(cfg.run_name)}") if lock_run else nullcontext():
+        run_training(cfg, wd)
 
 
 @app.command()
@@ -498,20 +661,15 @@ def report(
     Reads runs/<name>/*.pt (and log.jsonl), manifests/splits.csv and the store; writes
     reports/report.md, metrics.json, metrics.csv, windows.csv and reports/figures/*.png.
     """
-    from pipeline.paths import OutputPathError, PathEscapeError, check_output_dir, check_run_name
-    from pipeline.safe_pickle import UnsafePickleError
-    from pipeline.store import StoreError
-    from train.config import TrainError
-    from train.report import ReportError, make_report
+    from pipeline.paths import check_output_dir, check_run_name
+    from train.report import make_report
 
+    check_device(device)
     wd = Workdir.resolve(workdir)
-    try:
-        check_output_dir(wd.reports, "reports/")
-        for name in runs or []:
-            check_run_name(name)
-        path = make_report(wd, runs, device, eval_stride, log=typer.echo)
-    except (ReportError, StoreError, UnsafePickleError, OutputPathError, PathEscapeError, TrainError) as exc:
-        _fail(exc)
+    check_output_dir(wd.reports, "reports/")
+    for name in runs or []:
+        check_run_name(name, "RUN")
+    path = make_report(wd, runs, device, eval_stride, log=typer.echo)
     if not quiet:
         typer.echo(path.read_text())
     if open_report:
@@ -554,32 +712,40 @@ def predict(
 
     Writes hr.csv (time vs HR per window), bvp.csv, prediction.json and prediction.png.
     """
-    from pipeline.paths import OutputPathError, check_output_dir
-    from train.checkpoint import CheckpointError
-    from train.predict import PredictError, predict_video
+    from pipeline.paths import check_output_dir
+    from train.predict import predict_video
 
     if fmt not in ("csv", "json"):
-        _fail(ValueError(f"--format must be csv or json, got {fmt!r}"))
-    wd = Workdir.resolve(workdir)
-    try:
-        check_output_dir(out or wd.root / "predictions", "--out" if out else "predictions/")
-        pred = predict_video(video, checkpoint, out, wd, device, stride, fmt, log=typer.echo)
-    except (PredictError, OutputPathError, CheckpointError) as exc:
-        _fail(exc)
+        raise OptionError(f"--format must be csv or json, got {fmt!r}")
+    check_device(device)
+    if out is not None:
+        check_output_dir(out, "--out")
+    pred = predict_video(
+        video, checkpoint, out, Workdir.resolve(workdir), device, stride, fmt, log=typer.echo
+    )
     for kind, path in pred.files.items():
         typer.echo(f"{kind}: {path}")
 
 
 @app.command()
 def demo(
-    subjects: Annotated[int, typer.Option(help="Synthetic subjects.")] = 6,
-    trials: Annotated[int, typer.Option(help="Trials per subject.")] = 2,
-    seconds: Annotated[float, typer.Option(help="Seconds per trial.")] = 30.0,
+    subjects: Annotated[
+        int, typer.Option(min=3, help="Synthetic subjects (at least 3: train, val and test).")
+    ] = 6,
+    trials: Annotated[int, typer.Option(min=1, help="Trials per subject.")] = 2,
+    seconds: Annotated[
+        float,
+        typer.Option(min=6.0, help="Seconds per trial (at least 6: one 128-frame clip past the PPG offset)."),
+    ] = 30.0,
     labeled_frac: Annotated[float, typer.Option(help="Labelled fraction of training subjects.")] = 0.4,
-    seed: Annotated[int, typer.Option(help="Seed for data, split and training.")] = 3,
+    seed: Annotated[int, typer.Option(min=0, help="Seed for data, split and training.")] = 3,
     workdir: WorkdirOpt = None,
 ) -> None:
     """Run every stage end to end on a CPU-sized synthetic EquiPleth dataset and print the report."""
+    from train.config import PRESETS
+
+    check_fraction("--labeled-frac", labeled_frac, closed_high=True)
+    check_synth_options(SynthLayout.equipleth, "small", seconds, trials, None, 128)
     wd = Workdir.resolve(workdir)
     typer.echo(f"demo in {wd.root}")
     synth(
@@ -601,7 +767,8 @@ def demo(
         rf_decoder="bytecount",
         workdir=wd.root,
     )
-    split(seed=seed, dataset=Dataset.equipleth, protocol="auto", test_frac=0.2, workdir=wd.root)
+    clips = {k: PRESETS["cpu"][k] for k in ("frames", "stride")}  # the clips the cpu preset trains on
+    split(seed=seed, dataset=Dataset.equipleth, protocol="auto", test_frac=0.2, workdir=wd.root, **clips)
     train(
         labeled_frac=labeled_frac,
         seed=seed,

@@ -34,8 +34,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pipeline.spectrum import hr_batch, zscore  # noqa: E402
 from train.classical import METHODS, rgb_trace  # noqa: E402
-from train.evaluate import hr_batch, hr_metrics, skin_group, zscore  # noqa: E402
+from train.evaluate import hr_metrics, skin_group  # noqa: E402
 from train.radar_fft import radar_fft_hr_windows  # noqa: E402
 
 WINDOW, STRIDE, FS = 256, 30, 30.0

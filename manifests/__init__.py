@@ -40,16 +40,22 @@ rf_lost_frames       int     EquiPleth: radar frames (of the stored 4 T) filled 
 rf_discontinuities   int     EquiPleth: arrival positions where the packet number jumps
 repairs              str     what was repaired, ``;``-separated (interpolated radar frames,
                              PPG or BVP samples, radar gaps, skipped radar clips, trimmed
-                             frames, an unknown skin type); empty when nothing
+                             frames, an unknown or invalid skin type), and plausibility notes
+                             (radar coverage < 50 %, a label with little power in the
+                             heart-rate band: ``pipeline.quality``); empty when nothing
 store_group          str     Zarr group path inside the store
 ===================  ======  ==========================================================
 
 ``splits.csv`` (one row per ok session, written by ``rpm split``): ``session``, ``dataset``,
 ``subject``, ``split`` (train / val / test). ``splits.json`` holds the seed, protocol, the
-subject lists, the labelled subjects, the shift settings, and the path and hash of every sessions
-manifest it was made from (``sessions_manifest``/``sessions_sha256`` name the source dataset's).
+subject lists, ``shift`` (the sync-shift schedule ``prob``, ``frames``, ``seed`` that ``rpm train``
+applies, and the counts over ``clips.csv``'s training clips), the deprecated ``labeled_frac`` /
+``labeled_subjects`` preview, and the path and hash of every sessions manifest it was made from
+(``sessions_manifest``/``sessions_sha256`` name the source dataset's).
 
-``clips.csv`` (one row per training/evaluation window, written by ``rpm split``):
+``clips.csv`` (one row per window at ``rpm split --frames/--stride``, written by ``rpm split``; cut
+by ``pipeline.split.session_windows``, the function training and the report cut theirs with, so a
+run at the same length and stride uses exactly these windows and shifts; training does not read it):
 
 ===============  ======  ==============================================================
 column           type    meaning
@@ -61,7 +67,8 @@ subject          str     subject
 split            str     train / val / test
 start            int     first video frame
 frames           int     window length T in video frames (default 256)
-labeled          bool    the subject's labels may be used (``--labeled-frac``)
+labeled          bool    preview: the subject is in ``rpm split --labeled-frac``'s draw
+                         (deprecated; ``rpm train --labeled-frac`` decides)
 shift_frames     int     radar window shifted forward by this many video frames (0 = none)
 radar_start      int     first radar frame: round((start + shift_frames) * radar_fps / fps)
 radar_frames     int     radar frames covering the window: round(frames * radar_fps / fps)

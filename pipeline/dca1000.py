@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import safe_pickle
+from pipeline.errors import RpmError
 
 SAMPLES_PER_CHIRP = 256  # complex ADC samples per chirp (fast time)
 VALUES_PER_FRAME = 4 * SAMPLES_PER_CHIRP  # 1024 uint16 values = 2048 B per radar frame
@@ -47,7 +48,7 @@ RADAR_FPS = 120.0  # slow-time frame rate (frame period 8.333 ms)
 MAX_STREAM_TO_RECEIVED = 8
 
 
-class RfFormatError(ValueError):
+class RfFormatError(RpmError, ValueError):
     """An ``rf.pkl`` that cannot be decoded; the message names the file and the problem."""
 
     def __init__(self, path: str | Path | None, problem: str):
@@ -307,6 +308,23 @@ def decode_by_byte_count(capture: RfCapture, consume: bool = False) -> DecodedRa
     adc = stream_to_frames(stream)
     adc[~valid] = 0
     return DecodedRadar(adc=adc, valid=valid, lost_packets=lost, discontinuities=disc)
+
+
+def no_complete_frame_reason(capture: RfCapture) -> str:
+    """Why :func:`decode_by_byte_count` found no complete radar frame in ``capture`` (call it before a
+    consuming decode): most often packets of another size than the byte counts step by, so that every
+    frame has holes."""
+    sizes = np.array([p.size for p in capture.payloads], dtype=np.int64)
+    byte_counts = capture.byte_counts
+    size = int(np.median(sizes))
+    steps = np.diff(np.sort(byte_counts))
+    step = int(np.median(steps[steps > 0])) // 2 if (steps > 0).any() else size
+    if step != size:
+        return (
+            f"no complete radar frame: packets carry {size} values but the byte counts advance by {step} "
+            f"values per packet (packets of the wrong size; the DCA1000 sends {VALUES_PER_PACKET})"
+        )
+    return "no complete radar frame: every frame lost bytes"
 
 
 def _organizer_segment(

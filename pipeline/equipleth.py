@@ -43,6 +43,7 @@ import pandas as pd
 from PIL import Image
 
 from pipeline import dca1000, radar
+from pipeline.errors import DatasetError
 from pipeline.face import square_resize
 from pipeline.recipe import Job, SessionData, SessionError, run_recipe, validate_store
 from pipeline.safe_pickle import UnsafePickleError, load_npy_object, load_pickle
@@ -152,7 +153,15 @@ def read_ppg(root: Path, session: str, notes: list[str] | None = None) -> np.nda
             raise SessionError(str(exc)) from None
         except Exception as exc:
             raise SessionError(f"{source}: no ['rgbd']['NOM_PLETHWaveExport'] ({exc})") from None
-    ppg = np.asarray(ppg, dtype=np.float64).ravel()
+    try:
+        ppg = np.asarray(ppg, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise SessionError(f"{source}: PPG is not numeric ({type(exc).__name__}: {exc})") from None
+    if sum(d > 1 for d in ppg.shape) > 1:  # e.g. (N, 2): flattening would interleave the columns
+        raise SessionError(
+            f"{source}: PPG has shape {ppg.shape}; expected one channel, (N,) at the video rate"
+        )
+    ppg = ppg.ravel()
     if ppg.size <= PPG_OFFSET:
         raise SessionError(
             f"{source}: PPG has {ppg.size} samples, not more than the {PPG_OFFSET}-sample offset"
@@ -186,8 +195,13 @@ def read_radar(rf_path: Path, decoder: str) -> tuple[np.ndarray, np.ndarray, int
 
     The capture is one pickle of the whole recording, so it is held whole; the decoder releases the
     packets as it places them and only the ADC samples and the 19 bins near the chest outlive it.
+    A capture without one complete radar frame raises :class:`pipeline.dca1000.RfFormatError`.
     """
-    decoded = dca1000.decode_capture(dca1000.read_rf_pkl(rf_path), decoder, consume=True)
+    capture = dca1000.read_rf_pkl(rf_path)
+    no_frame = dca1000.no_complete_frame_reason(capture)  # (the decode releases the packets)
+    decoded = dca1000.decode_capture(capture, decoder, consume=True)
+    if not decoded.valid.any():  # e.g. packets of the wrong size: all-zero radar, never "ok"
+        raise dca1000.RfFormatError(rf_path, no_frame)
     iq, chest_bin = radar.chest_iq(decoded.adc, decoded.valid)
     counts = {"lost_packets": decoded.lost_packets, "discontinuities": decoded.discontinuities}
     return radar.fill_lost_frames(iq, decoded.valid), decoded.valid, chest_bin, counts
@@ -200,7 +214,7 @@ def _load_label_pickle(path: Path):
     except UnsafePickleError:
         raise
     except Exception as exc:
-        raise ValueError(f"{path}: not a readable pickle ({type(exc).__name__}: {exc})") from None
+        raise DatasetError(f"{path}: not a readable pickle ({type(exc).__name__}: {exc})") from None
 
 
 def load_folds(root: Path) -> dict[str, dict[str, str]]:
@@ -209,25 +223,52 @@ def load_folds(root: Path) -> dict[str, dict[str, str]]:
     if not path.is_file():
         return {}
     folds = _load_label_pickle(path)
+    expected = "expected {fold: {'train'|'val'|'test': [session, ...]}}"
     if not isinstance(folds, dict) or not all(isinstance(v, dict) for v in folds.values()):
-        raise ValueError(f"{path}: expected {{fold: {{'train'|'val'|'test': [session, ...]}}}}")
+        raise DatasetError(f"{path}: {expected}, got {type(folds).__name__}")
     out: dict[str, dict[str, str]] = {}
     for fold in sorted(folds, key=str):
         for split in ("train", "val", "test"):
-            for name in folds[fold].get(split, []):
+            names = folds[fold].get(split, [])
+            if isinstance(names, (str, bytes)) or not isinstance(names, (list, tuple, set, np.ndarray)):
+                raise DatasetError(
+                    f"{path}: fold {fold!r} {split} is {type(names).__name__}, not a list; {expected}"
+                )
+            for name in names:
                 out.setdefault(str(name), {})[str(fold)] = split
     return out
 
 
-def load_labels(root: Path) -> tuple[dict[str, int], dict[str, str]]:
-    """Fitzpatrick types {"v_<s>": type} and fold-0 membership {"v_<s>_<t>": split}."""
-    skin: dict[str, int] = {}
+def fitzpatrick_type(value) -> int | None:
+    """Fitzpatrick skin type 1..6 from a label value (int, whole float or digit string), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, np.integer)):
+        n = int(value)
+    elif isinstance(value, (float, np.floating)) and float(value).is_integer():
+        n = int(value)
+    elif isinstance(value, str) and value.strip().isdigit():
+        n = int(value.strip())
+    else:
+        return None
+    return n if 1 <= n <= 6 else None
+
+
+def load_labels(root: Path) -> tuple[dict[str, int | str], dict[str, str]]:
+    """Fitzpatrick types {"v_<s>": type} and fold-0 membership {"v_<s>_<t>": split}.
+
+    A label that is not a type 1..6 maps to its ``repr`` (a string): the session is stored with skin
+    type -1 and the value is noted in the manifest's ``repairs``.
+    """
+    skin: dict[str, int | str] = {}
     fitz = root / "fitzpatrick_labels.pkl"
     if fitz.is_file():
         labels = _load_label_pickle(fitz)
         if not isinstance(labels, dict):
-            raise ValueError(f"{fitz}: expected {{'v_<s>': type}}, got {type(labels).__name__}")
-        skin = {str(k): int(v) for k, v in labels.items()}
+            raise DatasetError(f"{fitz}: expected {{'v_<s>': type}}, got {type(labels).__name__}")
+        for k, v in labels.items():
+            t = fitzpatrick_type(v)
+            skin[str(k)] = t if t is not None else repr(v)[:40]
     folds = load_folds(root)
     first = min((k for v in folds.values() for k in v), key=_fold_key, default=None)
     fold_of = {name: f[first] for name, f in folds.items() if first in f}
@@ -347,11 +388,16 @@ def prepare_equipleth(
             "folds": json.dumps(f, sort_keys=True) if f else "",
         }
         notes = ()
-        if row["skin_type"] == -1:
+        if isinstance(row["skin_type"], str):  # a label that is not a type 1..6
+            notes = (f"skin_type: v_{subject} is {row['skin_type']} in fitzpatrick_labels.pkl, not 1-6 "
+                     "(recorded as -1)",)  # fmt: skip
+            row["skin_type"] = -1
+        elif row["skin_type"] == -1:
             notes = (f"skin_type: v_{subject} not in fitzpatrick_labels.pkl (recorded as -1)",)
         jobs.append(Job(row=row, build=build_session, args=(root, s, decoder, notes)))
     # version 3: short PPG gaps are interpolated, flat PPG fails, unknown skin types are noted
-    params = {"recipe": "equipleth", "version": 3, "rf_decoder": decoder}
+    # version 4: multi-column PPG and rf.pkl without a complete radar frame fail; plausibility notes
+    params = {"recipe": "equipleth", "version": 4, "rf_decoder": decoder}
     manifest = run_recipe("equipleth", jobs, store, manifests_dir, params, workers, scheduler, overwrite)
     write_warnings(Path(manifests_dir) / "equipleth_warnings.txt", fold_warnings(folds, sessions))
     return manifest

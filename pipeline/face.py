@@ -64,6 +64,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pipeline.errors import RpmError
+
 CROP_SIZE = 128
 ENLARGE = 1.5
 DETECT_SIDE = 320
@@ -77,7 +79,7 @@ TRACK_AGREE = 0.6  # IoU the two O-Net fits of a tracked face must reach (the fi
 PREFETCH_FRAMES = 32  # decoded ahead of the cropper (about 1 s; 15 MB of 640x480 4:2:0 frames)
 
 
-class FaceNotFoundError(RuntimeError):
+class FaceNotFoundError(RpmError, RuntimeError):
     """MTCNN found no face in any detection frame."""
 
 

@@ -8,7 +8,8 @@ Layout (``--root``), one folder per session (the folder name is the session name
     <root>/<session>/radar.npy   radar, one row per radar frame: (N,) or (N, bins) complex, or
                                  (N, 2, bins) real [I, Q]
     <root>/<session>/ppg.csv     header ``time_s,ppg``: PPG samples, time in seconds on the video
-                                 clock (video frame i is at i / fps)
+                                 clock (video frame i is at i / fps), at least 6 Hz (samples
+                                 further apart, e.g. times in milliseconds, fail the session)
     <root>/<session>/meta.json   {"radar_fps": 120.0,            required: radar frame rate (Hz)
                                   "radar_start_s": 0.0,          radar frame 0 on the video clock
                                   "subject": "alice",            default: the session name
@@ -39,6 +40,8 @@ from pipeline.face import square_resize
 from pipeline.recipe import Job, SessionData, SessionError, run_recipe
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm")
+# A PPG must resolve the fastest heart rate (3 Hz, 180 bpm): twice that, by Nyquist.
+MIN_PPG_RATE_HZ = 6.0
 MAX_STORED_BINS = 16
 
 
@@ -113,7 +116,17 @@ def read_ppg(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if t.size < 2:
         raise SessionError(f"{path}: fewer than 2 valid samples")
     order = np.argsort(t, kind="stable")
-    return t[order], v[order]
+    t, v = t[order], v[order]
+    steps = np.diff(t)
+    step = float(np.median(steps[steps > 0])) if (steps > 0).any() else 0.0
+    if not step > 0:
+        raise SessionError(f"{path}: every sample has the same time_s ({t[0]:g})")
+    if 1.0 / step < MIN_PPG_RATE_HZ:  # e.g. time in milliseconds read as seconds
+        raise SessionError(
+            f"{path}: samples {step:g} s apart ({1.0 / step:.3g} Hz) cannot carry a pulse (at least "
+            f"{MIN_PPG_RATE_HZ:g} Hz needed); time_s must be in seconds (milliseconds? divide by 1000)"
+        )
+    return t, v
 
 
 def _resize(frames: np.ndarray, size: int = 128) -> np.ndarray:
@@ -258,9 +271,10 @@ def prepare_folder(
     # version 2: one streaming face-crop pass (smoothing across the whole video, not per block)
     # version 3: keyframes searched around the newest known face first (boxes move by a few pixels)
     # version 4: faces tracked between keyframes with MTCNN's O-Net (boxes move by a few per cent)
+    # version 5: PPG under 6 Hz (time in ms) and sessions without radar data fail; plausibility notes
     params = {
         "recipe": "folder",
-        "version": 4,
+        "version": 5,
         "min_face_rate": min_face_rate,
         "min_face_frac": min_face_frac,
     }

@@ -25,13 +25,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipeline.errors import RpmError
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not POSIX: no locking
     fcntl = None
 
 
-class LockedError(RuntimeError):
+class LockedError(RpmError, RuntimeError):
     """Another process holds the lock of the stage this one was about to write."""
 
 

@@ -18,8 +18,11 @@ is the teacher cache).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from pipeline.errors import RpmError
 
 DATASETS = ("equipleth", "physdrive", "folder")
 
@@ -80,7 +83,7 @@ class Workdir:
         return self.manifests / "clips.csv"
 
 
-class PathEscapeError(ValueError):
+class PathEscapeError(RpmError, ValueError):
     """A name taken from a manifest, a dataset file or an option that would lead outside its folder."""
 
 
@@ -98,21 +101,24 @@ def safe_join(root: str | Path, *names: str, source: str | Path = "") -> Path:
     return target
 
 
-def check_run_name(name: str) -> str:
-    """A run name is one plain folder name under ``runs/``: not empty, no ``/`` or ``\\``, not ``..``,
-    not starting with ``.`` (hidden files) or ``_`` (``runs/_teachers``, the teacher cache), not ending
-    in ``.lock`` (the runs' lock files)."""
+# One plain folder name: letters, digits and . _ + = -, starting with a letter or digit (so never "..", a
+# path, a hidden name or "_teachers", the teacher cache), and not ending in ".lock" (the runs' lock files).
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,127}")
+
+
+def check_run_name(name: str, where: str = "--name") -> str:
+    """``name`` if it is a run name (one plain folder under ``runs/``); else :class:`PathEscapeError`
+    naming ``where`` (the option or config key it came from)."""
     text = str(name)
-    bad = any(c in text for c in "/\\\x00") or text.startswith((".", "_")) or text.endswith(".lock")
-    if not text or bad:
+    if not isinstance(name, str) or not RUN_NAME.fullmatch(text) or text.endswith(".lock"):
         raise PathEscapeError(
-            f"run name {text!r} (--name): must be one plain folder name under runs/ "
-            "(no '/', no leading '.' or '_', no '.lock' ending)"
+            f"{where}: run name {text!r} is not one plain folder name under runs/: use up to 128 letters, "
+            "digits and . _ + = -, starting with a letter or digit, not ending in '.lock'"
         )
     return text
 
 
-class OutputPathError(ValueError):
+class OutputPathError(RpmError, ValueError):
     """An output folder that cannot be created: the path or one of its parents is a file."""
 
 

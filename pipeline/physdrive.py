@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 import scipy.io
 
+from pipeline.errors import DatasetError
 from pipeline.paths import PathEscapeError, safe_join
 from pipeline.recipe import Job, SessionData, SessionError, run_recipe
 
@@ -103,12 +104,15 @@ def read_pairing(root: Path) -> pd.DataFrame:
     path = root / "pairing.csv"
     if not path.is_file():
         return pd.DataFrame(columns=cols)
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DatasetError(f"{path}: not a readable CSV table ({exc})") from None
     df = pd.DataFrame(rows, dtype=str)
     missing = [c for c in cols if c not in df.columns]
     if missing:
-        raise ValueError(f"{path}: missing columns {missing}")
+        raise DatasetError(f"{path}: missing columns {missing}")
     return df[cols]
 
 

@@ -30,7 +30,7 @@ signals share the instantaneous rate and differ only in shape and a constant del
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -48,6 +48,21 @@ def _wrapped_gauss(cycles: np.ndarray, mu: float, sigma: float) -> np.ndarray:
     """Gaussian bump on the unit circle: ``cycles`` and ``mu`` in cycles, ``sigma`` in cycles."""
     d = np.mod(cycles - mu + 0.5, 1.0) - 0.5
     return np.exp(-0.5 * (d / sigma) ** 2)
+
+
+def breathing_shape(cycles: np.ndarray, inspiratory_fraction: float) -> np.ndarray:
+    """Asymmetric breathing waveform in [-1, 1] over the respiration phase (cycles; 0 = end of expiration).
+
+    Inspiration: a half-cosine rise over ``inspiratory_fraction`` of the cycle; expiration: a passive,
+    exponential-like fall (raised cosine of the remaining time squared), slower at its end.
+    """
+    c = np.mod(cycles, 1.0)
+    fi = inspiratory_fraction
+    up = 0.5 - 0.5 * np.cos(np.pi * np.clip(c / fi, 0, 1))
+    d = np.clip((c - fi) / (1 - fi), 0, 1)
+    down = np.exp(-4.0 * d) * (1 - d) + 0.0
+    y = np.where(c < fi, up, down)
+    return 2.0 * y - 1.0
 
 
 def _slow_wave(t: np.ndarray, rng: np.random.Generator, f_lo: float, f_hi: float, n: int = 3) -> np.ndarray:
@@ -122,6 +137,11 @@ class Physiology:
     ppg_resp_baseline: float  # PPG baseline wander (fraction of the pulse peak-to-peak)
     ppg_resp_am: float  # PPG amplitude modulation depth by respiration
     span: tuple[float, float]  # the requested [t0, t0 + duration]
+    inspiratory_fraction: float | None = None  # None: sinusoidal breathing; else breathing_shape's
+
+    def with_breathing(self, inspiratory_fraction: float) -> Physiology:
+        """The same recording with asymmetric breathing (:func:`breathing_shape`) in the chest motion."""
+        return replace(self, inspiratory_fraction=float(inspiratory_fraction))
 
     # ----------------------------------------------------------------- delays
     @property
@@ -178,6 +198,9 @@ class Physiology:
 
     def respiration_displacement(self, times) -> np.ndarray:
         resp, pp = self._resp_terms(times)
+        if self.inspiratory_fraction is not None:
+            cyc = self._interp(self.resp_cycles, times)
+            resp = breathing_shape(cyc, self.inspiratory_fraction)
         return 0.5 * pp * resp
 
     def displacement(self, times) -> np.ndarray:

@@ -21,13 +21,29 @@ Both work on the stored arrays, so every recipe computes them the same way.
   peak recur every beat: read the lag together with its |r|,
   and as evidence of a sync error only when it moves by about a second (PhysDrive's radar start
   has whole-second resolution).
+
+Plausibility notes (:func:`plausibility_notes`, added to the manifest's ``repairs``; the session is
+still stored):
+
+* **Radar coverage** below ``MIN_RADAR_COVERAGE`` (half the stored radar frames lost or outside
+  the recording). A session with no real radar frame at all is failed by the recipe instead.
+* **Label time base and units**: the share of the label's power (linear trend removed, periodogram
+  above 0.05 Hz) that lies in the cardiac band. A pulse wave puts most of its power there (0.6-0.9
+  on the synthetic data) and white noise puts the band's share of the spectrum there (0.15 at 30
+  Hz); below ``MIN_LABEL_CARDIAC_SHARE`` (0.1) the label is unlikely to be a pulse at the video
+  rate: sampled at another rate than declared, a heart-rate series instead of a waveform, or
+  mostly motion.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy import signal
 
-from pipeline.spectrum import bandpass, snr_db
+from pipeline.spectrum import CARDIAC_BAND_HZ, bandpass, snr_db
+
+MIN_RADAR_COVERAGE = 0.5
+MIN_LABEL_CARDIAC_SHARE = 0.1
 
 
 def fit_circle_centre(i: np.ndarray, q: np.ndarray) -> tuple[float, float]:
@@ -87,6 +103,37 @@ def estimate_lag(
         if c > best_c:
             best_k, best_c = k, c
     return best_k / radar_fps, best_c
+
+
+def label_cardiac_share(bvp: np.ndarray, fps: float) -> float:
+    """Share of the label's power above 0.05 Hz that lies in the cardiac band (NaN when too short)."""
+    x = np.asarray(bvp, dtype=np.float64)
+    if x.size < 4 * fps or not np.isfinite(x).all():
+        return float("nan")
+    f, p = signal.periodogram(signal.detrend(x), fs=fps, window="hann")
+    total = p[f >= 0.05].sum()
+    if total <= 0:
+        return float("nan")
+    return float(p[(f >= CARDIAC_BAND_HZ[0]) & (f <= CARDIAC_BAND_HZ[1])].sum() / total)
+
+
+def plausibility_notes(bvp: np.ndarray, fps: float, radar_ok: np.ndarray) -> list[str]:
+    """Manifest notes for a label or radar that is stored but looks wrong (see the module docstring)."""
+    notes = []
+    coverage = float(np.mean(radar_ok)) if np.size(radar_ok) else 0.0
+    if coverage < MIN_RADAR_COVERAGE:
+        notes.append(
+            f"radar: only {coverage:.0%} of the radar frames hold data (< {MIN_RADAR_COVERAGE:.0%}); "
+            "the rest are lost or outside the recording"
+        )
+    share = label_cardiac_share(bvp, fps)
+    if share < MIN_LABEL_CARDIAC_SHARE:
+        lo, hi = (round(60 * f) for f in CARDIAC_BAND_HZ)
+        notes.append(
+            f"ppg: only {share:.0%} of the label's power is in the heart-rate band {lo}-{hi} bpm "
+            f"(< {MIN_LABEL_CARDIAC_SHARE:.0%}); check its time base ({fps:g} Hz) and units"
+        )
+    return notes
 
 
 def session_quality(

@@ -46,9 +46,10 @@ import pandas as pd
 from dask.callbacks import Callback
 
 from manifests import SESSION_COLUMNS, empty_session_row
+from pipeline.errors import OptionError, RpmError
 from pipeline.lock import hold_lock
 from pipeline.paths import lock_beside
-from pipeline.quality import session_quality
+from pipeline.quality import plausibility_notes, session_quality
 from pipeline.store import (
     SessionWriter,
     StoreError,
@@ -64,7 +65,7 @@ from pipeline.store import (
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-class SessionError(RuntimeError):
+class SessionError(RpmError, RuntimeError):
     """A session that cannot be used; the message names the file and the problem."""
 
 
@@ -121,10 +122,17 @@ def run_session(store: str, job: Job, params: dict, overwrite: bool) -> dict:
             raise SessionError(f"{row['session']}: video frames are {writer.frame_shape}, not (128, 128, 3)")
         if t < 2 * data.fps:
             raise SessionError(f"{row['session']}: only {t} aligned frames (< 2 s)")
+        if not np.any(data.radar_ok):
+            raise SessionError(
+                f"{row['session']}: none of its {np.size(data.radar_ok)} radar frames holds data "
+                "(radar coverage 0); not stored"
+            )
         quality = session_quality(
             data.bvp, data.fps, data.radar, data.radar_fps, data.radar_channel, data.radar_ok
         )
         row.update(data.row)
+        notes = plausibility_notes(data.bvp, data.fps, data.radar_ok)
+        row["repairs"] = "; ".join(n for n in [row.get("repairs", ""), *notes] if n)
         row.update(
             status="ok",
             reason="",
@@ -178,16 +186,30 @@ def _stop(writer: SessionWriter | None) -> None:
 def _failed(store: str, group: str, row: dict, exc: Exception) -> dict:
     """The manifest row of a session that cannot be used (any partial group is removed)."""
     remove_group(store, group)
-    reason = str(exc) if isinstance(exc, SessionError) else f"{type(exc).__name__}: {exc}"
+    reason = str(exc) if isinstance(exc, RpmError) else f"{type(exc).__name__}: {exc}"
     row.update(status="failed", reason=reason or type(exc).__name__)
     for key in ("n_frames", "n_radar_frames"):
         row[key] = 0
     return row
 
 
+LOCAL_SCHEDULERS = ("threads", "processes", "sync", "synchronous", "single-threaded")
+SCHEDULER_ADDRESSES = ("tcp://", "tls://", "inproc://", "ucx://")
+
+
+def check_scheduler(scheduler: str) -> None:
+    """Refuse a ``--scheduler`` that :func:`compute` cannot run, naming the option."""
+    if scheduler in (*LOCAL_SCHEDULERS, "distributed") or scheduler.startswith(SCHEDULER_ADDRESSES):
+        return
+    raise OptionError(
+        f"--scheduler must be threads, processes, sync, distributed or tcp://host:port, got {scheduler!r}"
+    )
+
+
 def compute(tasks: list, scheduler: str, workers: int, label: str = "sessions") -> list:
     """Run dask delayed ``tasks`` on the chosen scheduler with a progress bar."""
-    if scheduler.startswith(("tcp://", "tls://", "inproc://", "ucx://")) or scheduler == "distributed":
+    check_scheduler(scheduler)
+    if scheduler.startswith(SCHEDULER_ADDRESSES) or scheduler == "distributed":
         from dask.distributed import Client, LocalCluster, progress
 
         if scheduler == "distributed":
@@ -205,10 +227,6 @@ def compute(tasks: list, scheduler: str, workers: int, label: str = "sessions") 
             client.close()
             if cluster is not None:
                 cluster.close()
-    if scheduler not in ("threads", "processes", "sync", "synchronous", "single-threaded"):
-        raise ValueError(
-            f"unknown scheduler {scheduler!r}; use threads, processes, sync, distributed or tcp://host:port"
-        )
     # The scheduler function itself, not its name: a name makes dask import dask.distributed to look
     # for a client (0.4 s per run).
     get = {"threads": dask.threaded.get, "processes": dask.multiprocessing.get}.get(
@@ -281,6 +299,7 @@ def run_recipe(
 
     Refuses (:class:`StoreError`) a store path that holds anything but an rpm store before writing,
     and raises :class:`pipeline.lock.LockedError` if another process is writing the same local store."""
+    check_scheduler(scheduler)  # before the store is created
     store = str(store)
     manifests_dir = Path(manifests_dir)
     if not jobs:

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.errors import RpmError
+
 _ALLOWED: dict[str, frozenset[str]] = {
     "builtins": frozenset(
         {
@@ -54,7 +56,7 @@ _ALLOWED: dict[str, frozenset[str]] = {
 }
 
 
-class UnsafePickleError(pickle.UnpicklingError, ValueError):
+class UnsafePickleError(RpmError, pickle.UnpicklingError, ValueError):
     """A pickle that references a global outside the allow-list; nothing from it was called."""
 
     def __init__(self, path: str | Path | None, problem: str):

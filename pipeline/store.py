@@ -59,6 +59,8 @@ from zarr.codecs import BloscCodec
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
+from pipeline.errors import RpmError
+
 VIDEO_CHUNK_FRAMES = 32
 # 8 chunks (8.5 s at 30 fps, 12 MiB raw) per shard: a session is a handful of files, and the writer
 # never has to assemble a whole session in memory (a shard is written in one piece)
@@ -75,7 +77,7 @@ STORE_VERSION = 1
 SESSION_ARRAYS = ("video", "bvp", "radar", "radar_ok")
 
 
-class StoreError(RuntimeError):
+class StoreError(RpmError, RuntimeError):
     pass
 
 
@@ -432,3 +434,30 @@ def write_session(
         writer.finish(bvp, radar, radar_ok, attrs)
     finally:
         writer.close(wait_errors=False)
+
+
+SESSION_ARRAYS = ("video", "bvp", "radar", "radar_ok")
+
+
+def session_group(root: zarr.Group, store_path: str | Path, name: str) -> zarr.Group:
+    """Session ``name`` of the open store ``root`` (at ``store_path``), complete and with every array of
+    :data:`SESSION_ARRAYS`; a :class:`StoreError` naming it otherwise (a group deleted or damaged after
+    preprocessing, so the manifests and the store disagree)."""
+    where = f"{store_path}/{name}"
+    try:
+        g = root[name]
+    except KeyError:
+        raise StoreError(
+            f"{where}: no such session in the store (deleted after preprocessing?); rerun `rpm preprocess`"
+        ) from None
+    if not isinstance(g, zarr.Group):
+        raise StoreError(f"{where}: not a session group; rerun `rpm preprocess --overwrite`")
+    if not g.attrs.get("complete", False):
+        raise StoreError(f"{where}: session is not complete in the store; rerun `rpm preprocess`")
+    missing = [a for a in SESSION_ARRAYS if a not in g]
+    if missing:
+        raise StoreError(
+            f"{where}: array(s) {', '.join(missing)} missing from the session; "
+            "rerun `rpm preprocess --overwrite`"
+        )
+    return g

@@ -99,6 +99,17 @@ from pipeline.dca1000 import (
 )
 from pipeline.physio import Physiology, simulate_physiology
 from pipeline.radar import ADC_RATE_HZ, SLOPE_HZ_PER_S, WAVELENGTH_M
+from pipeline.synth_confounders import (
+    Confounders,
+    apply_video,
+    check_difficulty,
+    confounder_rng,
+    contact_label,
+    face_pulse,
+    plan_confounders,
+    range_amplitude,
+    sway,
+)
 from pipeline.synth_scene import (
     FACE_BOX_PX,
     FACE_HEIGHT_PX,
@@ -201,6 +212,7 @@ class TrialPlan:
     start_time: str
     end_time: str
     noise_seq: dict  # name -> SeedSequence for the heavy noise draws
+    confounders: Confounders | None = None  # the realistic world's (pipeline.synth_confounders); None: easy
 
     @property
     def name(self) -> str:
@@ -221,12 +233,21 @@ def _iso(dt: datetime) -> str:
 
 
 def plan_trial(
-    subject: int, trial: int, seconds: float, seed: int, crop_size: int, overrides: dict | None = None
+    subject: int,
+    trial: int,
+    seconds: float,
+    seed: int,
+    crop_size: int,
+    overrides: dict | None = None,
+    difficulty: str = "realistic",
 ) -> TrialPlan:
     """Draw everything about one trial. ``overrides`` (tests, studies) may set ``conditions``
     (a dict of :class:`~pipeline.synth_scene.Conditions` fields), ``radar_events`` (a list of
-    {kind, start_s, end_s}), ``lost_packets`` (a list of (first packet, count)) and ``reorder_at``."""
+    {kind, start_s, end_s}), ``lost_packets`` (a list of (first packet, count)) and ``reorder_at``.
+    ``difficulty``: "easy" (no confounders) or "realistic" (:mod:`pipeline.synth_confounders`, drawn
+    from their own stream, so everything else equals the easy twin)."""
     overrides = overrides or {}
+    check_difficulty(difficulty)
     n = int(round(VIDEO_FPS * seconds))
     n_acquired = int(round(RADAR_FPS * seconds)) + EXTRA_RADAR_FRAMES
     n_packets = whole_packets_of(n_acquired)
@@ -240,7 +261,13 @@ def plan_trial(
     phys = simulate_physiology(t_end - t0, np.random.default_rng(ss_phys), t0=t0)
     label_rng = np.random.default_rng(ss_label)
     t_label = (np.arange(n) - PPG_OFFSET) / VIDEO_FPS
-    ppg_label = phys.ppg(t_label) + 0.003 * label_rng.standard_normal(n)
+    conf = None
+    if difficulty == "realistic":
+        conf = plan_confounders("equipleth", confounder_rng(seed, subject, trial), (0.0, n / VIDEO_FPS), phys)
+        phys = phys.with_breathing(conf.params["inspiratory_fraction"])
+        ppg_label = contact_label(conf, phys, t_label, VIDEO_FPS) + 0.003 * label_rng.standard_normal(n)
+    else:
+        ppg_label = phys.ppg(t_label) + 0.003 * label_rng.standard_normal(n)
 
     skin_type = skin_type_of(subject, seed)
     cr = np.random.default_rng(ss_cond)
@@ -269,6 +296,8 @@ def plan_trial(
         if e["kind"] == "body_motion":
             track.events.append({**e, "modality": "video"})
     track.events.sort(key=lambda e: e["start_s"])
+    if conf is not None:
+        apply_video(conf, track, phys, np.arange(n) / VIDEO_FPS, face_px, crop=True)
 
     rr = np.random.default_rng(ss_radar)
     while True:  # keep the chest away from a bin boundary so its bin is unambiguous
@@ -278,6 +307,8 @@ def plan_trial(
             break
     chest_bin = int(round(_beat_bin(chest_r)))
     chest_amp = rr.uniform(*RF_PEAK_RANGE) / SAMPLES_PER_CHIRP
+    if conf is not None:  # 1/R^2 (the easy world's amplitude is independent of the range)
+        chest_amp = range_amplitude(chest_amp, chest_r)
     bin_m = chest_r / _beat_bin(chest_r)
     clutter = [(rr.uniform(1.6, 2.4) * bin_m, rr.uniform(1.5, 3.0) * chest_amp, rr.uniform(0, 2 * np.pi))]
     for _ in range(int(rr.integers(1, 3))):
@@ -319,6 +350,7 @@ def plan_trial(
         start_time=_iso(start),
         end_time=_iso(end),
         noise_seq={"video": ss_vnoise, "radar": ss_rnoise},
+        confounders=conf,
     )
 
 
@@ -369,6 +401,8 @@ def trial_truth(plan: TrialPlan) -> dict:
             "conditions": plan.conditions.to_dict(),
             "radar_video_offset_s": 0.0,
             "corruptions": corruption_intervals(plan),
+            "difficulty": "easy" if plan.confounders is None else "realistic",
+            "confounders": [] if plan.confounders is None else plan.confounders.events,
             "lost_packets": int(sum(c for _, c in plan.lost_packets)),
             "lost_radar_frames": int(lost_frame_mask(plan).sum()),
             "chest_range_m": plan.chest_range_m,
@@ -389,7 +423,8 @@ def trial_truth(plan: TrialPlan) -> dict:
 
 def video_renderer(plan: TrialPlan, look: Texture) -> Renderer:
     s = plan.crop_size
-    pulse = plan.phys.ppg_pulse(np.arange(plan.n_frames) / VIDEO_FPS)
+    t = np.arange(plan.n_frames) / VIDEO_FPS
+    pulse = plan.phys.ppg_pulse(t) if plan.confounders is None else face_pulse(plan.confounders, plan.phys, t)
     centre = (s - 1) / 2.0
     return Renderer(look, plan.track, pulse, (s, s), (centre, centre), 1.0, noise_seq=plan.noise_seq["video"])
 
@@ -429,6 +464,14 @@ def synth_adc(plan: TrialPlan) -> np.ndarray:
     amp = np.full(n, plan.chest_amp)
     k = np.arange(SAMPLES_PER_CHIRP)[None, :]
     extra = np.zeros((n, SAMPLES_PER_CHIRP), dtype=np.complex128)
+    conf = plan.confounders
+    if conf is not None:  # postural sway, and a multipath echo of the chest by a static surface
+        r = r + sway(conf, n, RADAR_FPS)
+        path, rel, scale, ph0 = conf.params["multipath"]
+        r_mp = plan.chest_range_m + path + scale * (r - plan.chest_range_m)
+        fb = 2.0 * SLOPE_HZ_PER_S * r_mp / C_M_PER_S
+        ph = 2 * np.pi * fb[:, None] * k / ADC_RATE_HZ + (4 * np.pi / WAVELENGTH_M) * r_mp[:, None] + ph0
+        extra += rel * plan.chest_amp * np.exp(1j * ph)
     for ev in plan.radar_events:
         env = envelope(t_f, ev["start_s"], ev["end_s"], 0.3)
         if ev["kind"] == "body_motion":
@@ -597,6 +640,7 @@ def synth_equipleth(
     progress: bool = True,
     size: str = "small",
     force: bool = False,
+    difficulty: str = "realistic",
 ):
     """Generate a synthetic EquiPleth dataset under ``out``; returns one DataFrame row per trial.
 
@@ -605,10 +649,13 @@ def synth_equipleth(
     n_frames, n_radar_frames. See the module docstring for the layout, models and rerun behaviour.
     ``out`` must be absent, empty or synth's own EquiPleth output unless ``force``
     (:func:`pipeline.synth_target.claim_synth_target`; :class:`SynthTargetError` otherwise).
+    ``difficulty``: "realistic" (default; the confounders of :mod:`pipeline.synth_confounders`) or
+    "easy" (none of them: the clean world the pipeline's tests use).
     """
     import pandas as pd
     from tqdm import tqdm
 
+    check_difficulty(difficulty)
     dims = resolve_size(size, subjects=subjects, trials=trials, seconds=seconds)
     subjects, trials, seconds = int(dims["subjects"]), int(dims["trials"]), float(dims["seconds"])
     if subjects < 1 or trials < 1:
@@ -625,7 +672,7 @@ def synth_equipleth(
         for subject in range(1, subjects + 1):
             look = make_subject_look(subject, seed, crop_size)
             for trial in range(1, trials + 1):
-                plan = plan_trial(subject, trial, seconds, seed, crop_size)
+                plan = plan_trial(subject, trial, seconds, seed, crop_size, difficulty=difficulty)
                 rgb_dir = out / "rgb_files" / _rgb_name(plan)
                 rf_dir = out / "rf_files" / plan.name
                 write_trial(out, plan, look)
@@ -675,6 +722,7 @@ def synth_equipleth(
             "seed": seed,
             "crop_size": crop_size,
             "size": size,
+            "difficulty": difficulty,
         },
         "trials": truth,
     }

@@ -81,6 +81,18 @@ import scipy.io
 from scipy import ndimage as ndi
 
 from pipeline.physio import Physiology, simulate_physiology
+from pipeline.synth_confounders import (
+    Confounders,
+    apply_video,
+    check_difficulty,
+    confounder_rng,
+    contact_label,
+    face_pulse,
+    plan_confounders,
+    range_amplitude,
+    sway,
+    vehicle_vibration,
+)
 from pipeline.synth_scene import (
     FACE_HEIGHT_PX,
     Conditions,
@@ -262,6 +274,7 @@ class SessionPlan:
     noise_sigma: float
     vib: np.ndarray  # (n_radar,) chest vibration, m
     noise_seq: dict
+    confounders: Confounders | None = None  # the realistic world's (pipeline.synth_confounders); None: easy
 
     @property
     def clip_lengths(self) -> list[int]:
@@ -272,7 +285,12 @@ class SessionPlan:
         return lengths
 
 
-def plan_session(index: int, code: str, session: str, s_idx: int, seconds: float, seed: int) -> SessionPlan:
+def plan_session(
+    index: int, code: str, session: str, s_idx: int, seconds: float, seed: int, difficulty: str = "realistic"
+) -> SessionPlan:
+    """Draw everything about one session; ``difficulty`` "realistic" adds the confounders of
+    :mod:`pipeline.synth_confounders` (their own seed stream: all else equals the "easy" twin)."""
+    check_difficulty(difficulty)
     ss = np.random.SeedSequence([seed, index + 1, 100 + SESSIONS.index(session)])
     ss_phys, ss_track, ss_radar, ss_vnoise, ss_rnoise, ss_ev = ss.spawn(6)
     n = int(round(VIDEO_FPS * seconds))
@@ -308,6 +326,14 @@ def plan_session(index: int, code: str, session: str, s_idx: int, seconds: float
         radar_events = sorted(radar_events + bumps, key=lambda e: e["start_s"])
     face_px = FACE_HEIGHT_PX  # scaled below by the driver's face size in render_session
     track = make_track(cond, n, VIDEO_FPS, np.random.default_rng(ss_track), face_px, episodes=radar_events)
+    conf = None
+    if difficulty == "realistic":
+        key = (index + 1, 100 + SESSIONS.index(session))
+        conf = plan_confounders(
+            "physdrive", confounder_rng(seed, *key), (0.0, n / VIDEO_FPS), phys, road, cond.illumination
+        )
+        phys = phys.with_breathing(conf.params["inspiratory_fraction"])
+        apply_video(conf, track, phys, np.arange(n) / VIDEO_FPS, face_px, crop=False)
     rr = np.random.default_rng(ss_radar)
     chest_r = float(rr.uniform(0.45, 0.9))
     chest_sin = float(np.sin(np.deg2rad(rr.uniform(-25.0, 25.0))))
@@ -318,6 +344,10 @@ def plan_session(index: int, code: str, session: str, s_idx: int, seconds: float
         r_bin - CROP_R // 2 + int(rr.integers(-1, 2)),
     )
     vib = VIB_RMS_M[road] * band_noise(n_radar, RADAR_FPS, 1.0, 8.0, rr)
+    chest_amp = float(rr.uniform(0.5, 1.0))
+    if conf is not None:
+        vib = vehicle_vibration(conf, n_radar, RADAR_FPS) + sway(conf, n_radar, RADAR_FPS)
+        chest_amp = range_amplitude(chest_amp, chest_r)
     return SessionPlan(
         subject=code,
         session=session,
@@ -336,10 +366,11 @@ def plan_session(index: int, code: str, session: str, s_idx: int, seconds: float
         chest_range_m=chest_r,
         chest_sin=chest_sin,
         crop_origin=crop_origin,
-        chest_amp=float(rr.uniform(0.5, 1.0)),
+        chest_amp=chest_amp,
         noise_sigma=float(10 ** (-rr.uniform(26.0, 34.0) / 20.0)),
         vib=vib,
         noise_seq={"video": ss_vnoise, "radar": ss_rnoise},
+        confounders=conf,
     )
 
 
@@ -411,6 +442,11 @@ def synth_radar(plan: SessionPlan) -> np.ndarray:
             noise = crng.standard_normal((n, CROP_D, CROP_A, CROP_R, 2)) @ np.array([1.0, 1j])
             extra += (hit * level)[:, None, None, None] * noise
     cube = _point_cube(amp, r, vel, sin_t, a0, r0) + extra
+    if plan.confounders is not None:  # multipath: the chest's echo by a static surface (seat, wheel)
+        path, rel, scale, ph0 = plan.confounders.params["multipath"]
+        r_mp = plan.chest_range_m + path + scale * (r - plan.chest_range_m)
+        amp_mp = rel * amp * np.exp(1j * ph0)
+        cube += _point_cube(amp_mp, r_mp, scale * vel, sin_t + 0.03, a0, r0)
     # Residual static clutter (after the reference's clutter removal) at two random cells.
     for _ in range(2):
         d, a, rb = CROP_D // 2, int(crng.integers(0, CROP_A)), int(crng.integers(0, CROP_R))
@@ -445,7 +481,8 @@ def render_session_frames(plan: SessionPlan, driver: Driver):
     tr = plan.track
     k = driver.face_px / FACE_HEIGHT_PX  # plan tracks are drawn for a 110 px face
     scaled = Track(**{**tr.__dict__, "ty": tr.ty * k, "tx": tr.tx * k, "shake": tr.shake * k})
-    pulse = plan.phys.ppg_pulse(np.arange(plan.n_frames) / VIDEO_FPS)
+    t = np.arange(plan.n_frames) / VIDEO_FPS
+    pulse = plan.phys.ppg_pulse(t) if plan.confounders is None else face_pulse(plan.confounders, plan.phys, t)
     r = Renderer(
         driver.head,
         scaled,
@@ -529,7 +566,12 @@ def write_session(out: Path, plan: SessionPlan, driver: Driver, first_clip: int)
     write_mp4(tmp / "video" / "RGB.mp4", render_session_frames(plan, driver), plan.n_frames)
     t_bvp = np.arange(2 * plan.n_frames) / BVP_FS
     bvp_rng = np.random.default_rng(plan.noise_seq["video"].spawn(2)[1])
-    bvp = plan.phys.ppg(t_bvp) + 0.003 * bvp_rng.standard_normal(t_bvp.size)
+    clean = (
+        plan.phys.ppg(t_bvp)
+        if plan.confounders is None
+        else contact_label(plan.confounders, plan.phys, t_bvp, BVP_FS)
+    )
+    bvp = clean + 0.003 * bvp_rng.standard_normal(t_bvp.size)
     _savemat(tmp / "video" / "Label" / "BVP.mat", "BVP", bvp.astype(np.float64))
     cube = synth_radar(plan)
     rows, start = [], 0
@@ -616,6 +658,8 @@ def session_truth(plan: SessionPlan, driver: Driver, rows: list[dict]) -> dict:
                 key=lambda e: (e["start_s"], e["kind"]),
             ),
             "face_boxes_yxyx": face_boxes(plan, driver),
+            "difficulty": "easy" if plan.confounders is None else "realistic",
+            "confounders": [] if plan.confounders is None else plan.confounders.events,
         }
     )
     return truth
@@ -630,8 +674,12 @@ def synth_physdrive(
     size: str = "small",
     progress: bool = True,
     force: bool = False,
+    difficulty: str = "realistic",
 ):
     """Generate a synthetic PhysDrive dataset under ``out`` (layout: module docstring).
+
+    ``difficulty``: "realistic" (default; the confounders of :mod:`pipeline.synth_confounders`) or
+    "easy" (none of them: the clean world the pipeline's tests use).
 
     Returns one DataFrame row per session: subject, session, video, bvp, clips, n_frames,
     skin_type, illumination, mean_hr_bpm. Sessions are rewritten on every run (no resume).
@@ -641,6 +689,7 @@ def synth_physdrive(
     import pandas as pd
     from tqdm import tqdm
 
+    check_difficulty(difficulty)
     dims = resolve_size(size, subjects=subjects, sessions=sessions, seconds=seconds)
     subjects, sessions, seconds = int(dims["subjects"]), int(dims["sessions"]), float(dims["seconds"])
     if subjects < 1 or not 1 <= sessions <= len(SESSIONS):
@@ -656,7 +705,7 @@ def synth_physdrive(
             driver = make_driver(index, code, seed)
             clip_no = 0
             for s_idx, session in enumerate(session_codes(index, sessions)):
-                plan = plan_session(index, code, session, s_idx, seconds, seed)
+                plan = plan_session(index, code, session, s_idx, seconds, seed, difficulty=difficulty)
                 rows = write_session(out, plan, driver, clip_no)
                 clip_no += len(rows)
                 pairing.extend(rows)
@@ -702,7 +751,14 @@ def synth_physdrive(
             "chest_cell": "(Doppler, angle, range) index in the clip's 8 x 16 x 8 crop",
             "face_boxes_yxyx": "[t_s, y0, x0, y1, x1] in frame pixels, every second",
         },
-        "args": {"subjects": subjects, "sessions": sessions, "seconds": seconds, "seed": seed, "size": size},
+        "args": {
+            "subjects": subjects,
+            "sessions": sessions,
+            "seconds": seconds,
+            "seed": seed,
+            "size": size,
+            "difficulty": difficulty,
+        },
         "sessions": truth,
     }
     (out / TRUTH_FILE).write_text(json.dumps(doc, indent=1))

@@ -15,6 +15,7 @@ import json
 import os
 from pathlib import Path
 
+from pipeline.errors import RpmError
 from pipeline.paths import check_output_dir
 
 SYNTH_MARKER = ".rpm_synth.json"
@@ -24,7 +25,7 @@ LAYOUTS = {"equipleth": "EquiPleth", "physdrive": "PhysDrive"}
 _TRUTH_START = '{\n "_note": "Ground truth of the rpm synthetic '
 
 
-class SynthTargetError(RuntimeError):
+class SynthTargetError(RpmError, RuntimeError):
     """``rpm synth`` was pointed at a folder it did not write (and not given ``--force``)."""
 
 

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.errors import RpmError
+
 log = logging.getLogger(__name__)
 
 # AVColorSpace (libavutil/pixfmt.h) -> swscale colour matrix name understood by PyAV's reformat.
@@ -32,7 +34,7 @@ _AVCOL_SPC = {1: "itu709", 4: "fcc", 5: "itu601", 6: "smpte170m", 7: "smpte240m"
 _AVCOL_RANGE = {1: "MPEG", 2: "JPEG"}
 
 
-class VideoError(RuntimeError):
+class VideoError(RpmError, RuntimeError):
     """The file is missing, not a video, or has no decodable frames."""
 
 
@@ -198,7 +200,7 @@ def iter_video(path: str | Path, yuv: bool = False) -> tuple[float, Iterator]:
 
     path = Path(path)
     if not path.is_file():
-        raise VideoError(f"{path}: no such file")
+        raise VideoError(f"{path}: {'a folder, not a video file' if path.is_dir() else 'no such file'}")
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:

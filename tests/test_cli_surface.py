@@ -39,6 +39,7 @@ SURFACE = {
     ],
     "synth": [
         "--crop-size",
+        "--difficulty",
         "--force",
         "--no-force",
         "--out",
@@ -108,8 +109,15 @@ def surface() -> dict[str, list[str]]:
     return out
 
 
+GLOBAL_OPTIONS = ["--debug", "--help"]  # rpm [--debug] COMMAND ...
+
+
 def test_cli_surface_is_frozen():
     assert surface() == {k: sorted(v) for k, v in SURFACE.items()}
+    group = typer.main.get_command(app)
+    ctx = group.make_context("rpm", ["split"])
+    names = sorted(o for p in group.get_params(ctx) for o in p.opts + p.secondary_opts if o.startswith("--"))
+    assert names == GLOBAL_OPTIONS
 
 
 def test_every_command_and_option_explains_itself():

@@ -1,5 +1,5 @@
 """The split stage: protocols, subject-disjointness (property test), clips, labelled subjects and
-sync-shift injection at the requested rate."""
+sync-shift injection at the requested rate, reproducible per seed and the same for every window length."""
 
 from __future__ import annotations
 
@@ -11,7 +11,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.split import SplitError, labeled_subjects, make_clips, make_splits, write_splits
+from pipeline.spectrum import window_starts
+from pipeline.split import (
+    SplitError,
+    SyncShifts,
+    labeled_subjects,
+    make_clips,
+    make_splits,
+    session_windows,
+    write_splits,
+)
 
 
 def manifest(dataset="equipleth", n_subjects=10, trials=2, n_frames=900, folds=None, radar_fps=120.0):
@@ -145,3 +154,51 @@ def test_write_splits_files_and_labeled_column(tmp_path):
     assert clips[clips.split != "train"].labeled.all()
     assert on_disk["shift"]["shifted"] == int((clips.shift_frames > 0).sum()) > 0
     assert on_disk["sessions_sha256"] == on_disk["manifests"]["source"]["sha256"]
+    assert on_disk["shift"]["seed"] == 3 and SyncShifts.from_meta(on_disk) == SyncShifts(3, 0.5, 30)
+
+
+def _train_shifts(clips) -> dict[tuple[str, int], int]:
+    train = clips[clips.split == "train"]
+    return dict(zip(zip(train.session, train.start, strict=True), train.shift_frames, strict=True))
+
+
+def test_shifts_reproducible_per_seed_and_the_same_for_every_window_length():
+    df = manifest(n_subjects=10, trials=2, n_frames=600)
+    splits, _ = make_splits(df, 2, "holdout")
+    kw = dict(shift_prob=0.5, shift_frames=30)
+    long = _train_shifts(make_clips(splits, df, seed=2, frames=256, stride=30, **kw)[0])
+    assert long == _train_shifts(make_clips(splits, df, seed=2, frames=256, stride=30, **kw)[0])
+    assert long != _train_shifts(make_clips(splits, df, seed=7, frames=256, stride=30, **kw)[0])
+    assert 0 < sum(d > 0 for d in long.values()) < len(long)
+    # A cpu-preset length (128 at stride 32) sees the same draw at every (session, start): windows that
+    # start at the same frame and have room for the shift at both lengths are shifted alike.
+    short = _train_shifts(make_clips(splits, df, seed=2, frames=128, stride=32, **kw)[0])
+    both = [k for k in long if k in short and k[1] + 30 + 256 <= 600]
+    assert len(both) >= 10 and all(long[k] == short[k] for k in both)
+    # ... and each is the schedule's draw where the shift fits, 0 where it does not.
+    schedule = SyncShifts(2, 0.5, 30)
+    for (session, start), d in short.items():
+        fits = start + 30 + 128 <= 600
+        assert d == (30 if schedule.drawn(session, 600)[start] and fits else 0)
+
+
+def test_session_windows_is_window_starts_plus_the_schedule():
+    assert [s for s, _ in session_windows(900, 256, 30)] == window_starts(900, 256, 30)
+    assert session_windows(300, 128, 100, flush=True) == [(0, 0), (100, 0), (172, 0)]
+    everything = SyncShifts(seed=1, prob=1.0, frames=30)
+    assert session_windows(300, 128, 100, everything, "s") == [(0, 30), (100, 30)]  # 100 + 30 + 128 <= 300
+    assert session_windows(300, 128, 100, everything, "s", flush=True)[-1] == (172, 0)  # no room
+    assert session_windows(300, 128, 100, SyncShifts(seed=1), "s") == session_windows(300, 128, 100)
+    with pytest.raises(SplitError, match="shift probability"):
+        SyncShifts(seed=1, prob=1.5)
+
+
+def test_shift_schedule_from_split_metadata():
+    assert SyncShifts.from_meta({"seed": 3}) == SyncShifts(0, 0.0, 30)  # no shift entry: no shifts
+    assert SyncShifts.from_meta({"shift": {"prob": 0.2, "frames": 15, "seed": 4}}) == SyncShifts(4, 0.2, 15)
+    with pytest.raises(SplitError, match="older `rpm split`.*--shift-prob 0.5"):
+        SyncShifts.from_meta({"seed": 3, "shift": {"prob": 0.5, "frames": 30}}, "m/splits.json")
+    with pytest.raises(SplitError, match="m/splits.json: .*shift probability"):
+        SyncShifts.from_meta({"shift": {"prob": 2, "frames": 30, "seed": 1}}, "m/splits.json")
+    with pytest.raises(SplitError, match="malformed"):
+        SyncShifts.from_meta({"shift": {"prob": "often", "seed": 1}})

@@ -44,12 +44,14 @@ class Evil:
         return (os.system, (f"touch {self.marker}",))
 
 
-def snapshot(root: Path) -> dict[str, tuple[bytes | None, int]]:
-    """Every file's bytes and every path's modification time (ns) under ``root``."""
+def snapshot(root: Path) -> dict[str, tuple[bytes | None, int | None]]:
+    """Every path under ``root``, with every file's bytes and modification time (ns). Folders count by
+    presence only: ``rpm train`` holds ``runs/<name>.lock`` while it plans, and creating and removing
+    that file touches the folder's mtime, never a file."""
     return {
-        str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None, p.stat().st_mtime_ns)
+        str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns) if p.is_file() else (None, None)
         for p in sorted(root.rglob("*"))
-    } | {".": (None, root.stat().st_mtime_ns)}
+    }
 
 
 def invoke(wd: Path, *args: str):
@@ -235,9 +237,16 @@ def _store_group_incomplete(wd):
     path.write_text(json.dumps(meta))
 
 
-def _shift_clips_of_other_length(wd):
+def _shifts_from_an_older_split(wd):
+    """Shifts drawn in clip order by an older ``rpm split`` (no shift seed): not reproducible per window."""
     meta = json.loads(wd.splits_meta.read_text())
     meta.update(shift={"prob": 0.5, "frames": 30}, clips={"frames": 256, "stride": 30})
+    wd.splits_meta.write_text(json.dumps(meta))
+
+
+def _shift_probability_out_of_range(wd):
+    meta = json.loads(wd.splits_meta.read_text())
+    meta.update(shift={"prob": 1.5, "frames": 30, "seed": 3})
     wd.splits_meta.write_text(json.dumps(meta))
 
 
@@ -253,17 +262,18 @@ def _sessions_changed_after_split(wd):
 WORKDIR_FAULTS = {
     "splits.json missing": (_splits_json_missing, ["splits.json", "rpm split"]),
     "splits.json corrupt": (_splits_json_corrupt, ["splits.json", "not valid JSON"]),
-    "splits.json not an object": (_splits_json_a_list, ["splits.json", "not a JSON object"]),
-    "splits.csv missing": (_splits_csv_missing, ["splits.csv", "no split"]),
-    "splits.csv without columns": (_splits_csv_without_columns, ["splits.csv", "missing columns"]),
+    "splits.json not an object": (_splits_json_a_list, ["splits.json", "expected a JSON object"]),
+    "splits.csv missing": (_splits_csv_missing, ["splits.csv", "missing; run `rpm split`"]),
+    "splits.csv without columns": (_splits_csv_without_columns, ["splits.csv", "missing column(s)"]),
     "splits.csv binary": (_splits_csv_binary, ["splits.csv"]),
     "runs is a file": (_runs_a_file, ["runs", "not a folder"]),
     "runs/default is a file": (_run_folder_a_file, ["default", "not a folder"]),
     "runs/_teachers is a file": (_teacher_cache_a_file, ["_teachers", "not a folder"]),
-    "store group deleted": (_store_group_deleted, ["v_2_1", "missing from the store"]),
+    "store group deleted": (_store_group_deleted, ["v_2_1", "no such session in the store"]),
     "store group incomplete": (_store_group_incomplete, ["v_1_1", "not complete"]),
     "store missing": (_store_missing, ["equipleth.zarr", "no such store"]),
-    "shift clips of another length": (_shift_clips_of_other_length, ["clips.csv", "rerun `rpm split"]),
+    "shifts from an older split": (_shifts_from_an_older_split, ["splits.json", "rerun `rpm split"]),
+    "shift probability out of range": (_shift_probability_out_of_range, ["splits.json", "in [0, 1]"]),
     "sessions changed after the split": (
         _sessions_changed_after_split,
         ["equipleth_sessions.csv", "changed"],

@@ -31,7 +31,8 @@ def run(args, workdir):
     return result.output
 
 
-def fake_run(wd, name, seed, labeled_frac=0.4, baseline=True, extra=None):
+def fake_run(wd, name, seed, labeled_frac=0.4, baseline=True, gate=True, sync_shift_prob=0.0):
+    """An untrained run laid out as ``rpm train`` writes it: checkpoints and the same config.json keys."""
     from train.build import build_student, build_teacher
     from train.checkpoint import save_checkpoint
     from train.config import TrainConfig
@@ -44,16 +45,26 @@ def fake_run(wd, name, seed, labeled_frac=0.4, baseline=True, extra=None):
         frames=FRAMES,
         teacher_widths=(8, 16),
         batch_size=8,
+        gate=gate,
+        baseline=baseline,
     )
     out = wd / "runs" / name
     out.mkdir(parents=True)
     torch.manual_seed(seed)
     save_checkpoint(out / "teacher.pt", "teacher", build_teacher(cfg), cfg)
-    policy = SpectralPolicy().state_dict() if (extra or {}).get("gate", True) else None
+    policy = SpectralPolicy().state_dict() if gate else None
     save_checkpoint(out / "student.pt", "student", build_student(cfg), cfg, policy=policy)
     if baseline:
         save_checkpoint(out / "baseline.pt", "baseline", build_student(cfg), cfg, policy=None)
-    (out / "config.json").write_text(json.dumps({**asdict(cfg), **(extra or {})}, default=list))
+    saved = {  # the keys train.trainer._write_run_config adds to the TrainConfig fields
+        **asdict(cfg),
+        "labeled_subjects": ["1"],
+        "device_resolved": "cpu",
+        "world_size": 1,
+        "teacher_key": "fake",
+        "sync_shift_prob": sync_shift_prob,
+    }
+    (out / "config.json").write_text(json.dumps(saved, default=list))
     return out
 
 
@@ -83,9 +94,9 @@ def report_dir(tmp_path_factory):
 
     fake_run(wd, "a1", 1)
     fake_run(wd, "a2", 2)
-    fake_run(wd, "nogate", 1, baseline=False, extra={"gate": False, "shift_prob": 0.5})
+    fake_run(wd, "nogate", 1, baseline=False, gate=False, sync_shift_prob=0.5)
     steps = [
-        {"type": "step", "stage": "student", "step": i, "gate": 0.4 + 0.01 * i, "alpha_peak": 0.3,
+        {"type": "step", "stage": "student", "epoch": 0, "step": i, "gate": 0.4 + 0.01 * i, "alpha_peak": 0.3,
          "alpha_background": 0.3, "alpha_morphology": 0.4}
         for i in range(10)
     ]  # fmt: skip

@@ -34,7 +34,9 @@ SUBJECTS = 3
 CROP = 64
 N_FRAMES = 300
 N_RADAR = 1232  # round(120 * 10) + 33 acquired; whole 728-value packets hold 1232 whole frames
-ARGS = dict(subjects=SUBJECTS, trials=1, seconds=SECONDS, seed=7, crop_size=CROP, progress=False)
+ARGS = dict(
+    subjects=SUBJECTS, trials=1, seconds=SECONDS, seed=7, crop_size=CROP, progress=False, difficulty="easy"
+)  # the clean world: these tests check the signal model itself
 NAMES = [f"{s}_1" for s in range(1, SUBJECTS + 1)]
 
 
@@ -365,7 +367,7 @@ LOST = [(5064, 10), (6752, 4)]  # at ~30 s and ~40 s, inside corrupted windows
 @pytest.fixture(scope="module")
 def corrupted_trial(tmp_path_factory):
     over = {"radar_events": RADAR_EVENTS, "lost_packets": LOST, "reorder_at": 3000}
-    plan = plan_trial(1, 1, 60.0, 11, 32, overrides=over)
+    plan = plan_trial(1, 1, 60.0, 11, 32, overrides=over, difficulty="easy")
     path = tmp_path_factory.mktemp("rf") / "rf.pkl"
     write_rf_pkl(path, make_capture(plan))
     return plan, path

@@ -27,7 +27,7 @@ from pipeline.synth_physdrive import (
 
 SECONDS = 8.0
 N = 240
-ARGS = dict(subjects=2, sessions=2, seconds=SECONDS, seed=3, progress=False)
+ARGS = dict(subjects=2, sessions=2, seconds=SECONDS, seed=3, progress=False, difficulty="easy")
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +135,7 @@ def test_radar_phase_hr_on_clean_clips(dataset):
 
 @pytest.mark.parametrize("kind", ["body_motion", "interference", "occlusion"])
 def test_radar_phase_fails_when_corrupted(kind):
-    plan = plan_session(0, "AMZ1", "AS", 0, 20.0, 5)
+    plan = plan_session(0, "AMZ1", "AS", 0, 20.0, 5, difficulty="easy")
     clean = normalise_clip(synth_radar(plan))
     event = {"kind": kind, "start_s": plan.true_offset_s + 2.0, "end_s": plan.true_offset_s + 19.0}
     bad = normalise_clip(synth_radar(dataclasses.replace(plan, radar_events=[event])))

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from tiny_data import tiny_train_toml, write_tiny_dataset
+from tiny_data import tiny_train_toml, write_tiny_dataset, write_tiny_sessions_manifest
 from typer.testing import CliRunner
 
 from cli import app
@@ -332,50 +332,88 @@ def test_short_training_beats_untrained_student(tmp_path, capsys):
     assert trained < 0.5 * untrained and trained < 10.0, (trained, untrained)
 
 
-# --- sync-shift injection ----------------------------------------------------------------------------------
+# --- windows, sync shifts and labelled subjects: one owner each -------------------------------------------
 
 
-def _write_shift_clips(wd, frames: int, stride: int, shift_frames: int) -> None:
-    """A clips table shifting every training clip's radar window, and the split meta that points at it."""
-    splits = pd.read_csv(wd.splits_manifest, dtype={"subject": str})
-    rows = []
-    for sp in splits.itertuples():
-        for start in range(0, 96 - frames - shift_frames + 1, stride):
-            rows.append(
-                {
-                    "split": sp.split,
-                    "dataset": sp.dataset,
-                    "session": sp.session,
-                    "subject": sp.subject,
-                    "start": start,
-                    "frames": frames,
-                    "labeled": True,
-                    "shift_frames": shift_frames if sp.split == "train" else 0,
-                }
-            )
-    pd.DataFrame(rows).to_csv(wd.clips_manifest, index=False)
+def run_split(wd, *args) -> str:
+    result = CliRunner().invoke(app, ["split", "--workdir", str(wd.root), *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _windows(ds) -> list[tuple[str, int, int]]:
+    return [(w.session, w.start, w.shift) for w in ds.windows]
+
+
+def _rows(clips, split) -> list[tuple[str, int, int]]:
+    c = clips[clips.split == split]
+    return list(zip(c.session, c.start.astype(int), c.shift_frames.astype(int), strict=True))
+
+
+def test_train_and_report_windows_are_the_split_windows(tmp_path):
+    """Same seed, frames and stride: train's windows (shifts included), its labelled subjects and the
+    report's release-protocol test windows are exactly what ``rpm split`` lists in clips.csv."""
+    from train.data import WindowDataset
+
+    wd = write_tiny_dataset(tmp_path)
+    write_tiny_sessions_manifest(wd)
+    run_split(wd, "--frames", "24", "--stride", "16", "--shift-prob", "0.5", "--labeled-frac", "0.5")
+    (tmp_path / "tiny.toml").write_text(TINY)  # frames 24, stride 16, labeled_frac 0.5, seed 3
+    cfg = resolve_config({}, config_file=tmp_path / "tiny.toml")
+    data = plan.plan_run(cfg, wd, needs_teacher=False).data
+    clips = pd.read_csv(wd.clips_manifest, dtype={"subject": str, "session": str})
+    assert _windows(data.train) == _rows(clips, "train")
+    shifts = [d for _, _, d in _windows(data.train)]
+    assert 0 < sum(d > 0 for d in shifts) < len(shifts)  # the split's shifts reach the student ...
+    assert all(w.shift == 0 for w in data.labeled.dataset.windows)  # ... and not the teacher
+    train = clips[clips.split == "train"]
+    assert data.labeled_subjects == json.loads(wd.splits_meta.read_text())["labeled_subjects"]
+    assert set(data.labeled_subjects) == set(train.loc[train.labeled, "subject"])
+    # The report's release protocol: T-frame test windows at stride 30 (here the split's 16).
+    test = sorted(set(clips.loc[clips.split == "test", "session"]))
+    assert _windows(WindowDataset(wd.store("equipleth"), test, 24, 16)) == _rows(clips, "test")
+    # Same seed, same windows and shifts on a second plan.
+    assert _windows(plan.plan_run(cfg, wd, needs_teacher=False).data.train) == _windows(data.train)
+
+
+def test_cpu_preset_trains_after_a_default_split_with_shifts(tmp_path):
+    """A default split (clips.csv at T 256) and a cpu-preset run (T 128, stride 32) with sync shifts: no
+    second split; the run's windows carry the split's shifts at the starts both cut."""
+    wd = write_tiny_dataset(tmp_path, frames=300)
+    write_tiny_sessions_manifest(wd)
+    run_split(wd, "--shift-prob", "0.5")
     meta = json.loads(wd.splits_meta.read_text())
-    meta["clips"] = {"path": str(wd.clips_manifest), "frames": frames, "stride": stride, "n": len(rows)}
-    meta["shift"] = {"prob": 1.0, "frames": shift_frames}
-    wd.splits_meta.write_text(json.dumps(meta))
+    assert (meta["clips"]["frames"], meta["clips"]["stride"]) == (256, 30)
+    toml = "\n".join(line for line in TINY.splitlines() if not line.startswith(("frames", "stride")))
+    (tmp_path / "cpu.toml").write_text(toml.replace("max_steps_per_epoch = 2", "max_steps_per_epoch = 1"))
+    cfg = resolve_config({}, config_file=tmp_path / "cpu.toml")
+    assert (cfg.preset, cfg.frames, cfg.stride) == ("cpu", 128, 32)
+    windows = _windows(plan.plan_run(cfg, wd, needs_teacher=False).data.train)
+    clips = pd.read_csv(wd.clips_manifest, dtype={"subject": str, "session": str})
+    listed = {(s, t): d for s, t, d in _rows(clips, "train")}
+    common = [(s, t, d) for s, t, d in windows if (s, t) in listed]
+    assert common and all(listed[(s, t)] == d for s, t, d in common)  # start 0: room for 30 at both T
+    assert any(d > 0 for _, _, d in windows)
+    args = ["train", "--config", str(tmp_path / "cpu.toml"), "--workdir", str(wd.root), "--name", "cpu"]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    saved = json.loads((wd.runs / "cpu" / "config.json").read_text())
+    assert (saved["frames"], saved["sync_shift_prob"]) == (128, 0.5)
 
 
 def test_sync_shift_reaches_the_student_but_not_the_teacher(tmp_path):
     wd = write_tiny_dataset(tmp_path)
     (tmp_path / "tiny.toml").write_text(TINY + "teacher_cache = false\n")  # train each teacher afresh
     run_train(wd, "--name", "aligned")
-    _write_shift_clips(wd, frames=24, stride=16, shift_frames=30)
+    meta = json.loads(wd.splits_meta.read_text())
+    meta["shift"] = {"prob": 1.0, "frames": 30, "seed": 0}  # every training window with room is shifted
+    wd.splits_meta.write_text(json.dumps(meta))
     run_train(wd, "--name", "shifted")
     # The teacher learns from aligned radar/label pairs either way ...
     assert records(wd, "aligned", "epoch", "teacher") == records(wd, "shifted", "epoch", "teacher")
     # ... while the student's distillation targets come from the shifted radar windows.
     a, s = records(wd, "aligned"), records(wd, "shifted")
     assert [r["distill"] for r in a] != [r["distill"] for r in s]
-    _write_shift_clips(wd, frames=32, stride=16, shift_frames=30)
-    result = CliRunner().invoke(
-        app, ["train", "--config", str(wd.root / "tiny.toml"), "--workdir", str(wd.root), "--name", "bad"]
-    )
-    assert result.exit_code != 0 and "rerun `rpm split --frames 24" in result.output
 
 
 def test_teacher_width_follows_the_radar_and_survives_reload(tmp_path):

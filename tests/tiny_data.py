@@ -74,6 +74,32 @@ def write_tiny_dataset(
     return wd
 
 
+def write_tiny_sessions_manifest(wd: Workdir) -> Path:
+    """``manifests/equipleth_sessions.csv`` for :func:`write_tiny_dataset`'s store (so ``rpm split`` runs)."""
+    from pipeline.store import open_store
+
+    root = open_store(wd.store("equipleth"), "r")
+    rows = []
+    for session in sorted(root.group_keys()):
+        g = root[session]
+        rows.append(
+            {
+                "session": session,
+                "dataset": "equipleth",
+                "subject": str(g.attrs["subject"]),
+                "trial": str(g.attrs["trial"]),
+                "status": "ok",
+                "skin_type": int(g.attrs["skin_type"]),
+                "n_frames": int(g["video"].shape[0]),
+                "fps": float(g.attrs["fps"]),
+                "radar_fps": float(g.attrs["radar_fps"]),
+            }
+        )
+    path = wd.sessions_manifest("equipleth")
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
 def tiny_train_toml(epochs: int = 1, max_steps_per_epoch: int = 2) -> str:
     """A ``rpm train --config`` file sized for :func:`write_tiny_dataset`: a run takes seconds on CPU."""
     return f"""

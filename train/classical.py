@@ -74,6 +74,11 @@ def _window_len(fs: float, even: bool = False) -> int:
     return n + (n % 2) if even else n
 
 
+def min_frames(fs: float) -> int:
+    """The fewest frames at ``fs`` Hz that every method here accepts (CHROM's and POS's 1.6 s window)."""
+    return max(_window_len(fs), _window_len(fs, even=True))
+
+
 def green(trace: np.ndarray, fs: float = 30.0) -> np.ndarray:
     """GREEN: negated, mean-normalised green channel, band-passed 40-240 bpm (order 3)."""
     g = np.asarray(trace, dtype=np.float64)[:, 1]

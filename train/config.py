@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import tomllib
 import typing
 from collections.abc import Mapping
@@ -23,12 +22,14 @@ from pathlib import Path
 
 import torch
 
+from pipeline import paths
+from pipeline.errors import RpmError
 from pipeline.paths import DATASETS, Workdir
 from train.losses import band_bin_indices
 from train.models import FactorizePhysBig
 
 
-class TrainError(RuntimeError):
+class TrainError(RpmError, RuntimeError):
     """A training run that cannot start or go on; the message is one line naming the cause."""
 
 
@@ -48,9 +49,6 @@ COMPONENTS = ("peak", "background", "morphology")
 DEVICES = ("auto", "cpu", "cuda")
 SEED_LIMIT = 2**32  # numpy's legacy seed range
 FS_RANGE = (6.0, 1000.0)  # Hz: twice the 180 bpm band edge, up to any camera rate
-
-# A run name is one plain folder name under runs/ (never "..", a path, or a hidden / reserved "_" name).
-RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,127}")
 
 
 @dataclass
@@ -223,12 +221,11 @@ def load_config_file(path: str | Path) -> dict:
 
 
 def check_run_name(name: str, where: str = "--name") -> None:
-    """A run name must be one plain folder name under runs/ (no path, no "..", no leading "." or "_")."""
-    if not isinstance(name, str) or not RUN_NAME.fullmatch(name):
-        raise TrainError(
-            f"{where} {name!r} is not a run name: use up to 128 letters, digits and . _ + = -, "
-            "starting with a letter or digit (runs/<name>/ may not leave runs/)"
-        )
+    """:func:`pipeline.paths.check_run_name`, raising :class:`TrainError`."""
+    try:
+        paths.check_run_name(name, where)
+    except paths.PathEscapeError as exc:
+        raise TrainError(str(exc)) from None
 
 
 def saved_run_config(workdir: Workdir, run_name: str) -> dict:

@@ -9,11 +9,15 @@ A window of ``frames`` video frames starting at frame s yields
 * ``labeled``: whether the window's subject is in the labelled subset;
 * ``index``: position in the dataset's window list (for reports).
 
-:meth:`WindowDataset.from_clips` builds the same dataset from ``manifests/clips.csv`` (written by
-``rpm split``): the windows, the labelled flags and the injected sync shifts come from the table.
-A clip's radar window then starts at its ``radar_start`` (the shift already applied) and is
-resampled to the video rate by taking the radar frame nearest each video frame time (every 4th at
-120 Hz, as above); the stored data are never shifted.
+Windows are cut by :func:`pipeline.split.session_windows`, the function ``rpm split`` lists
+``clips.csv`` with: over the same sessions with the same ``frames``, ``stride`` and sync-shift schedule
+(:class:`pipeline.split.SyncShifts`, passed for training windows only) a :class:`WindowDataset` holds
+exactly the table's windows, shifts included, and for any other window length the same
+(session, start) gets the same shift. A shifted window's radar window starts ``shift`` video frames
+later and is resampled to the video rate by taking the radar frame nearest each video frame time
+(every 4th at 120 Hz, as above); the stored data are never shifted.
+:meth:`WindowDataset.from_clips` reads the windows of a clips table instead (for inspection and
+tests; ``rpm train`` cuts its own).
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pipeline.spectrum import window_starts, zscore
-from pipeline.store import StoreError, open_store
+from pipeline.spectrum import zscore
+from pipeline.split import SyncShifts, session_windows
+from pipeline.store import open_store, session_group
 
 RADAR_PER_FRAME = 4
 
@@ -36,30 +41,16 @@ class Window:
     subject: str
     start: int
     skin_type: int
-    shift: int = 0  # radar window shifted forward by this many video frames (clips manifest)
+    shift: int = 0  # radar window shifted forward by this many video frames (sync-shift injection)
     labeled: bool | None = None  # from the clips manifest; None: decided by labeled_subjects
-
-
-def _complete_group(root, store_path: str, session: str):
-    """The store group of ``session``; :class:`StoreError` when it is missing or not complete."""
-    try:
-        g = root[session]
-    except KeyError:
-        raise StoreError(
-            f"{store_path}/{session}: session is missing from the store; rerun `rpm preprocess`"
-        ) from None
-    if not g.attrs.get("complete", False):
-        raise StoreError(
-            f"{store_path}/{session}: session is not complete in the store; rerun `rpm preprocess`"
-        )
-    return g
 
 
 class WindowDataset(Dataset):
     """Windows over the given sessions; the store is opened lazily in each worker process.
 
-    Each session gives the windows of :func:`pipeline.spectrum.window_starts` (``frames`` long at
-    ``stride``; with ``flush``, plus one window flush with the session's end).
+    Each session (sorted by name) gives the windows of :func:`pipeline.split.session_windows`
+    (``frames`` long at ``stride``; with ``flush``, plus one window flush with the session's end; with
+    ``shifts``, the split's sync shifts: pass them for training windows only).
     """
 
     def __init__(
@@ -70,18 +61,18 @@ class WindowDataset(Dataset):
         stride: int,
         labeled_subjects: set[str] | None = None,
         flush: bool = False,
+        shifts: SyncShifts | None = None,
     ):
         self.store_path = str(store_path)
         self.frames = frames
         root = open_store(self.store_path, "r")
         self.windows: list[Window] = []
         for session in sorted(sessions):
-            g = _complete_group(root, self.store_path, session)
+            g = session_group(root, self.store_path, session)
             n = g["video"].shape[0]
-            for s in window_starts(n, frames, stride, flush):
-                self.windows.append(
-                    Window(session, str(g.attrs["subject"]), s, int(g.attrs.get("skin_type", -1)))
-                )
+            subject, skin = str(g.attrs["subject"]), int(g.attrs.get("skin_type", -1))
+            for s, shift in session_windows(n, frames, stride, shifts, session, flush):
+                self.windows.append(Window(session, subject, s, skin, shift))
         self.labeled_subjects = labeled_subjects
         self._root = None
         self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -114,7 +105,7 @@ class WindowDataset(Dataset):
         skin: dict[str, int] = {}
         for c in clips.itertuples():
             if c.session not in skin:
-                g = _complete_group(root, self.store_path, c.session)
+                g = session_group(root, self.store_path, c.session)
                 skin[c.session] = int(g.attrs.get("skin_type", -1))
             if labeled_subjects is not None:
                 labeled = None  # decided by labeled_subjects

@@ -16,9 +16,15 @@ from pathlib import Path
 import pandas as pd
 from torch.utils.data import Dataset, Subset
 
-from manifests import SPLIT_COLUMNS
 from pipeline.paths import Workdir
-from pipeline.split import SplitError, file_sha256, labeled_subjects
+from pipeline.split import (
+    SplitError,
+    SyncShifts,
+    file_sha256,
+    labeled_subjects,
+    read_split_meta,
+    read_split_table,
+)
 from train.checkpoint import (
     MODEL_KEYS,
     CheckpointError,
@@ -26,7 +32,7 @@ from train.checkpoint import (
     load_training_state,
     teacher_cache_key,
 )
-from train.config import RESUME_MUTABLE, TrainConfig, TrainError, first_line
+from train.config import RESUME_MUTABLE, TrainConfig, TrainError
 from train.data import WindowDataset
 from train.runlog import read_log_records
 
@@ -37,7 +43,7 @@ TEACHERS = "_teachers"  # runs/_teachers/<key>/teacher.pt: the teacher cache
 class RunData:
     """The windows of one run (see the trainer's module docstring for who learns from which)."""
 
-    train: Dataset  # the student's training windows (clips.csv's when sync shifts are injected)
+    train: Dataset  # the student's training windows (with the split's sync shifts, when it has them)
     labeled: Dataset  # aligned training windows of the labelled subjects (teacher, supervised stages)
     val: WindowDataset  # non-overlapping validation windows (model selection, the meta step)
     labeled_subjects: list[str]
@@ -122,36 +128,14 @@ def _run_folder(cfg: TrainConfig, workdir: Workdir) -> Path:
     return out
 
 
-def _read_json(path: Path, what: str) -> dict:
-    try:
-        value = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise TrainError(f"{path}: no {what}; run `rpm split` first") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TrainError(f"{path}: {what} is not valid JSON ({first_line(exc)}); rerun `rpm split`") from None
-    if not isinstance(value, dict):
-        raise TrainError(f"{path}: {what} is not a JSON object; rerun `rpm split`")
-    return value
-
-
 def _read_split(workdir: Workdir, dataset: str) -> tuple[dict, pd.DataFrame]:
-    """(splits.json, the dataset's rows of splits.csv), both checked."""
-    path = workdir.splits_manifest
-    if not path.is_file():
-        raise TrainError(f"{path}: no split; run `rpm split --seed K` first")
-    meta = _read_json(workdir.splits_meta, "split metadata")
-    sessions_csv = Path(str(meta.get("sessions_manifest", "")))
-    if sessions_csv.is_file() and file_sha256(sessions_csv) != meta.get("sessions_sha256"):
+    """(splits.json, the dataset's rows of splits.csv), both checked by :mod:`pipeline.split`'s readers."""
+    meta = read_split_meta(workdir.splits_meta)
+    sessions_csv = Path(str(meta["sessions_manifest"]))
+    if sessions_csv.is_file() and file_sha256(sessions_csv) != meta["sessions_sha256"]:
         raise TrainError(f"{sessions_csv} changed after the split was made; rerun `rpm split`")
-    try:
-        splits = pd.read_csv(path, dtype={"subject": str, "session": str}, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise TrainError(
-            f"{path}: not a readable split table ({first_line(exc)}); rerun `rpm split`"
-        ) from None
-    missing = [c for c in SPLIT_COLUMNS if c not in splits.columns]
-    if missing:
-        raise TrainError(f"{path}: missing columns {missing}; rerun `rpm split`")
+    path = workdir.splits_manifest
+    splits = read_split_table(path)
     splits = splits[splits.dataset == dataset]
     for split in ("train", "val"):
         if not (splits.split == split).any():
@@ -161,32 +145,29 @@ def _read_split(workdir: Workdir, dataset: str) -> tuple[dict, pd.DataFrame]:
 
 
 def _run_data(cfg: TrainConfig, workdir: Workdir, meta: dict, splits: pd.DataFrame) -> RunData:
+    """The run's windows, all cut by :func:`pipeline.split.session_windows` at the run's frames and stride.
+
+    Labelled subjects: :func:`pipeline.split.labeled_subjects` over the split's training subjects with
+    the run's ``labeled_frac`` and ``seed``. Sync shifts: the split's schedule (``splits.json``), applied
+    to the student's training windows only; ``clips.csv`` is not read (where its frames and stride are
+    the run's, its training rows are exactly these windows).
+    """
     train_rows = splits[splits.split == "train"]
     try:
         labeled = labeled_subjects(train_rows.subject.tolist(), cfg.labeled_frac, cfg.seed)
+        shifts = SyncShifts.from_meta(meta, str(workdir.splits_meta))
     except SplitError as exc:
         raise TrainError(str(exc)) from None
     store = workdir.store(cfg.dataset)
     sessions = train_rows.session.tolist()
     # Aligned training windows: the teacher and the supervised stages always learn from these.
     aligned = WindowDataset(store, sessions, cfg.frames, cfg.stride, labeled_subjects=set(labeled))
-    shift = meta.get("shift") or {}
-    shift_prob = float(shift.get("prob", 0.0))
     train: Dataset = aligned
-    if shift_prob > 0:
-        # Sync-shift injection (robustness study): the student's video-radar pairs come from clips.csv,
-        # where a share of training clips has its radar window shifted; the stored data are unshifted.
-        clips = meta.get("clips") or {}
-        if (clips.get("frames"), clips.get("stride")) != (cfg.frames, cfg.stride):
-            raise TrainError(
-                f"{workdir.clips_manifest} was cut with T={clips.get('frames')}, "
-                f"stride {clips.get('stride')} "
-                f"but training uses T={cfg.frames}, stride {cfg.stride}; rerun `rpm split --frames "
-                f"{cfg.frames} --stride {cfg.stride} --shift-prob {shift_prob}`"
-            )
-        # Labels follow this run's --labeled-frac, not the table's column.
-        train = WindowDataset.from_clips(
-            store, workdir.clips_manifest, "train", dataset=cfg.dataset, labeled_subjects=set(labeled)
+    if shifts.prob > 0:
+        # Sync-shift injection (robustness study): the same windows, a share of them with the radar window
+        # shifted (the student's video-radar pairs); the stored data are unshifted.
+        train = WindowDataset(
+            store, sessions, cfg.frames, cfg.stride, labeled_subjects=set(labeled), shifts=shifts
         )
     # Validation (model selection and the meta step) uses non-overlapping windows.
     val = WindowDataset(store, splits.loc[splits.split == "val", "session"].tolist(), cfg.frames, cfg.frames)
@@ -196,7 +177,7 @@ def _run_data(cfg: TrainConfig, workdir: Workdir, meta: dict, splits: pd.DataFra
             "split; sessions are shorter than one window"
         )
     labeled_idx = [i for i, w in enumerate(aligned.windows) if w.subject in set(labeled)]
-    return RunData(train, Subset(aligned, labeled_idx), val, labeled, shift_prob)
+    return RunData(train, Subset(aligned, labeled_idx), val, labeled, shifts.prob)
 
 
 # ----------------------------------------------------------------------------------------------- resume

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from pipeline.errors import RpmError
 from pipeline.face import FaceNotFoundError, open_video_crops
 from pipeline.paths import Workdir
 from pipeline.spectrum import hr_batch, window_starts
@@ -38,7 +39,7 @@ from train.data import video_to_input
 from train.evaluate import overlap_average
 
 
-class PredictError(RuntimeError):
+class PredictError(RpmError, RuntimeError):
     pass
 
 
@@ -139,6 +140,9 @@ def predict_video(
     """Run the whole ``rpm predict`` pipeline on one video file and write the outputs (module docstring)."""
     workdir = workdir or Workdir.resolve(None)
     video = Path(video)
+    out_dir = Path(out) if out else workdir.root / "predictions" / video.stem
+    if out_dir.exists() and not out_dir.is_dir():  # found before the minutes of decoding, not after
+        raise PredictError(f"{out_dir}: exists and is not a folder; pass another --out")
     t0 = time.perf_counter()
     ckpt_path = resolve_checkpoint(checkpoint, workdir)
     dev = torch.device(
@@ -200,7 +204,6 @@ def predict_video(
         detection_rate=rate,
     )
 
-    out_dir = Path(out) if out else workdir.root / "predictions" / video.stem
     out_dir.mkdir(parents=True, exist_ok=True)
     hr_table = pd.DataFrame(
         {

@@ -1,0 +1,128 @@
+"""The realistic synthetic world (``--difficulty realistic``, :mod:`pipeline.synth_confounders`) against the
+easy one: the truth sidecar records every confounder per interval, the realistic world is harder for
+POS by the report's own estimator (:mod:`pipeline.spectrum`), files stay byte-identical per seed and
+an interrupted run resumes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.spectrum import hr_from_psd, window_starts, zscore
+from pipeline.synth_equipleth import (
+    PPG_OFFSET,
+    VIDEO_FPS,
+    make_subject_look,
+    plan_trial,
+    render_frames,
+    synth_equipleth,
+)
+from pipeline.synth_physdrive import plan_session, synth_radar
+from train.classical import pos, rgb_trace
+
+ARGS = dict(subjects=2, trials=1, seconds=6.0, seed=5, crop_size=32, progress=False)
+VIDEO_KINDS = {"white_balance", "auto_exposure", "bcg_head_motion", "respiration", "crop_jitter"}
+ALWAYS = {
+    "bcg_head_motion",
+    "respiration",
+    "crop_jitter",
+    "label_transit_jitter",
+    "label_baseline_wander",
+    "respiration_harmonics",
+    "postural_sway",
+    "multipath",
+}
+
+
+def _digest(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def worlds(tmp_path_factory):
+    base = tmp_path_factory.mktemp("realism")
+    out = {}
+    for difficulty in ("easy", "realistic"):
+        synth_equipleth(base / difficulty, **ARGS, difficulty=difficulty)
+        out[difficulty] = base / difficulty
+    return out
+
+
+def test_truth_records_every_confounder_per_interval(worlds):
+    real = json.loads((worlds["realistic"] / "synth_truth.json").read_text())
+    easy = json.loads((worlds["easy"] / "synth_truth.json").read_text())
+    assert real["args"]["difficulty"] == "realistic" and easy["args"]["difficulty"] == "easy"
+    for name, tr in real["trials"].items():
+        kinds = {c["kind"] for c in tr["confounders"]}
+        assert ALWAYS <= kinds, (name, ALWAYS - kinds)
+        for c in tr["confounders"]:
+            assert 0.0 <= c["start_s"] < c["end_s"] <= ARGS["seconds"] + 2.0, c
+            assert c["modality"] in ("video", "label", "radar")
+        assert tr["difficulty"] == "realistic"
+        # Same person, heart and corruption episodes as the easy twin: only the confounders differ.
+        twin = easy["trials"][name]
+        assert twin["confounders"] == [] and twin["difficulty"] == "easy"
+        assert tr["mean_hr_bpm"] == twin["mean_hr_bpm"]
+        assert tr["corruptions"] == twin["corruptions"]
+    a = np.load(worlds["realistic"] / "rgb_files" / "v_1_1" / "rgbd_ppg.npy")
+    b = np.load(worlds["easy"] / "rgb_files" / "v_1_1" / "rgbd_ppg.npy")
+    assert a.shape == b.shape and not np.allclose(a, b)
+
+
+def test_realistic_files_are_byte_identical_per_seed_and_resume(worlds, tmp_path):
+    again = tmp_path / "again"
+    synth_equipleth(again, **ARGS)  # the default difficulty is realistic
+    assert _digest(again) == _digest(worlds["realistic"])
+    shutil.rmtree(again / "rgb_files" / "v_2_1")  # interrupted between the two renames
+    synth_equipleth(again, **ARGS, difficulty="realistic")
+    assert _digest(again) == _digest(worlds["realistic"])
+    with pytest.raises(FileExistsError, match="PPG differs"):
+        synth_equipleth(again, **ARGS, difficulty="easy")
+
+
+def _pos_errors(difficulty: str, seed: int) -> np.ndarray:
+    """|POS HR - label HR| (bpm) per 256-frame window at stride 30 of two 14 s trials, crop 48."""
+    errs = []
+    for subject in (1, 2):
+        plan = plan_trial(subject, 1, 14.0, seed, 48, difficulty=difficulty)
+        frames = render_frames(plan, make_subject_look(subject, seed, 48))
+        trace = rgb_trace(frames)
+        label = plan.ppg_label[PPG_OFFSET:]  # frame t shows the pulse stored at t + 25
+        for s in window_starts(min(len(trace), label.size), 256, 30):
+            est = hr_from_psd(pos(trace[s : s + 256], VIDEO_FPS), fs=VIDEO_FPS)
+            ref = hr_from_psd(zscore(label[s : s + 256]), fs=VIDEO_FPS)
+            errs.append(abs(est - ref))
+    return np.asarray(errs)
+
+
+def test_realistic_world_is_harder_for_pos_than_easy():
+    easy = np.concatenate([_pos_errors("easy", s) for s in (3, 4)])
+    real = np.concatenate([_pos_errors("realistic", s) for s in (3, 4)])
+    assert easy.size == real.size > 0
+    assert np.median(easy) < 1.0  # the easy world is clean: POS recovers the label's rate
+    assert real.mean() > easy.mean() + 1.0, (easy.mean(), real.mean())
+
+
+def test_physdrive_realistic_plan_and_radar():
+    easy = plan_session(0, "AMZ1", "CS", 0, 6.0, 5, difficulty="easy")
+    real = plan_session(0, "AMZ1", "CS", 0, 6.0, 5)
+    assert easy.confounders is None and real.confounders is not None
+    kinds = {e["kind"] for e in real.confounders.events}
+    assert {"vehicle_vibration", "multipath", "postural_sway", "respiration_harmonics"} <= kinds
+    assert {"sun_shadow"} <= kinds or real.conditions.illumination not in ("noon", "dusk")
+    # Road C vibration: the realistic chest-radar motion is several times the easy world's.
+    assert np.std(real.vib) > 3 * np.std(easy.vib)
+    cube = synth_radar(real)
+    assert np.array_equal(cube, synth_radar(real))  # same plan, same cube
+    assert not np.allclose(cube, synth_radar(easy))
+    with pytest.raises(ValueError, match="difficulty"):
+        plan_session(0, "AMZ1", "CS", 0, 6.0, 5, difficulty="hard")
