@@ -485,14 +485,16 @@ def train(
         str | None,
         typer.Option(
             help="supervised, rpm-distill (spectral distillation), output-kd (waveform matching), "
-            "fitnets (feature hints) or dml (mutual learning). (default rpm-distill)"
+            "fitnets (feature hints), dml (mutual learning), physformer (PhysFormer with its published "
+            "loss) or fusion (Vilesov et al. RGB-radar fusion; radar at test time). (default rpm-distill)"
         ),
     ] = None,
     student: Annotated[
         str | None,
         typer.Option(
             help="Video student: factorizephys (52,169 parameters, 72x72), factorizephys-big (56,201, "
-            "128x128 only) or physnet (768,577; --frames divisible by 4). (default factorizephys)"
+            "128x128 only), physnet (768,577; --frames divisible by 4) or physformer (7,380,865, 128x128; "
+            "--frames divisible by 4). (default factorizephys; physformer with --method physformer)"
         ),
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Student epochs (preset default).")] = None,

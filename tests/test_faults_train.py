@@ -127,7 +127,7 @@ OPTION_FAULTS = {
     "max-steps-per-epoch 0": (["--max-steps-per-epoch", "0"], "", ["--max-steps-per-epoch"]),
     "meta-interval 0": (["--meta-interval", "0"], "", ["--meta-interval"]),
     "unknown method": (["--method", "c2kd"], "", ["--method", "c2kd"]),
-    "unknown student": (["--student", "physformer"], "", ["--student", "physformer"]),
+    "unknown student": (["--student", "beatformer"], "", ["--student", "beatformer"]),
     "unknown mode": (["--mode", "both"], "", ["--mode", "both"]),
     "unknown preset": (["--preset", "gpu"], "", ["gpu", "preset"]),
     "physnet frames 30": (["--student", "physnet", "--frames", "30"], "", ["--frames", "divisible by 4"]),

@@ -188,7 +188,7 @@ def test_student_config_and_old_checkpoints(tmp_path):
     with pytest.raises(TrainError, match="divisible by 4"):
         resolve_config({"student": "physnet", "frames": 30})
     with pytest.raises(TrainError, match="unknown student"):
-        resolve_config({"student": "physformer"})
+        resolve_config({"student": "beatformer"})
     # A checkpoint saved before the ``student`` field existed loads as the default FactorizePhys.
     old = resolve_config({"preset": "cpu", "frames": 16})
     path = tmp_path / "old.pt"

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from train.build import build_student, build_teacher
+from train.build import build_stage_model, build_teacher
 from train.config import TrainConfig, TrainError, coerce_config_dict, first_line
 
 MODEL_KEYS = ("kind", "model", "config")
@@ -145,8 +145,10 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Modul
     try:
         if ckpt["kind"] == "teacher":  # the input width follows the radar it was trained on
             model = build_teacher(cfg, rf_channels=int(weights["encoder.0.weight"].shape[1]))
+        elif cfg.method == "fusion" and ckpt["kind"] == "student":  # video net + teacher + fusion net
+            model = build_stage_model(cfg, rf_channels=int(weights["radar_net.encoder.0.weight"].shape[1]))
         else:
-            model = build_student(cfg)
+            model = build_stage_model(cfg)
         model.load_state_dict(weights)
     except (KeyError, ValueError, RuntimeError, AttributeError) as exc:
         raise CheckpointError(

@@ -39,8 +39,12 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
 
 
 MODES = ("distill", "sup_only", "distill_only")
-METHODS = ("supervised", "rpm-distill", "output-kd", "fitnets", "dml")
-STUDENTS = ("factorizephys", "factorizephys-big", "physnet")
+METHODS = ("supervised", "rpm-distill", "output-kd", "fitnets", "dml", "physformer", "fusion")
+STUDENTS = ("factorizephys", "factorizephys-big", "physnet", "physformer")
+# Methods that train on labels alone (no distillation term, so nothing to learn in mode distill_only).
+LABEL_ONLY_METHODS = ("supervised", "physformer", "fusion")
+# Methods that need no RF teacher (train.method's Method.needs_teacher is False exactly for these).
+TEACHERLESS_METHODS = ("supervised", "physformer")
 COMPONENTS = ("peak", "background", "morphology")
 DEVICES = ("auto", "cpu", "cuda")
 SEED_LIMIT = 2**32  # numpy's legacy seed range
@@ -67,9 +71,10 @@ class TrainConfig:
     teacher_weight_decay: float = 1e-2
     teacher_cache: bool = True  # reuse runs/_teachers/<key>/teacher.pt when the key matches
     # student: factorizephys (release variant: FSAM on at inference, spatial-mean head) | factorizephys-big
-    # (128x128 only) | physnet (frames divisible by 4; fsam does not apply)
+    # (128x128 only) | physnet (frames divisible by 4; fsam does not apply) | physformer (Yu et al. 2022;
+    # frames divisible by 4, student_size divisible by 32)
     student: str = "factorizephys"
-    student_size: int = 72  # 128 when student = factorizephys-big and no size is given
+    student_size: int = 72  # 128 when student = factorizephys-big or physformer and no size is given
     fsam: bool = True
     epochs: int = 5
     batch_size: int = 4
@@ -77,7 +82,9 @@ class TrainConfig:
     weight_decay: float = 1e-2
     lambda_distill: float = 1.0  # lambda of Eq. 1 (also weights the KD baselines' term)
     mode: str = "distill"  # distill (Eq. 1) | sup_only | distill_only
-    method: str = "rpm-distill"  # supervised | rpm-distill | output-kd | fitnets | dml
+    # supervised | rpm-distill | output-kd | fitnets | dml | physformer (PhysFormer with its published loss)
+    # | fusion (Vilesov et al. 2022 RGB-radar fusion: radar at test time)
+    method: str = "rpm-distill"
     # ablations of rpm-distill
     peak: bool = True  # use the peak component
     background: bool = True  # use the background (off-peak) component
@@ -270,8 +277,10 @@ def resolve_config(
             preset = "paper" if torch.cuda.is_available() else "cpu"
         if preset not in PRESETS:
             raise TrainError(f"{sources['preset']}: unknown preset {preset!r}; choose auto, cpu or paper")
-        if given.get("student") == "factorizephys-big" and "student_size" not in given:
-            given["student_size"] = FactorizePhysBig.INPUT_SIZE
+        if given.get("method") == "physformer" and "student" not in given:
+            given["student"] = "physformer"  # the method is the network trained with its own loss
+        if given.get("student") in ("factorizephys-big", "physformer") and "student_size" not in given:
+            given["student_size"] = FactorizePhysBig.INPUT_SIZE  # both published at 128x128
         cfg = TrainConfig(**{**PRESETS[preset], **given, "preset": preset})
     validate(cfg, sources)
     return cfg
@@ -326,7 +335,7 @@ def _check_numbers(cfg: TrainConfig, where: Mapping[str, str]) -> None:
     if not (math.isfinite(cfg.labeled_frac) and 0.0 < cfg.labeled_frac <= 1.0):
         raise bad("labeled_frac", "in (0, 1]")
     at_least_one = ["frames", "stride", "epochs", "batch_size", "meta_interval", "max_steps_per_epoch"]
-    if cfg.method != "supervised":  # the teacher is trained (or taken from the cache) only then
+    if cfg.method not in TEACHERLESS_METHODS:  # the teacher is trained (or taken from the cache) only then
         at_least_one.append("teacher_epochs")
     for key in at_least_one:
         if getattr(cfg, key) is not None and getattr(cfg, key) < 1:
@@ -347,9 +356,19 @@ def _check_numbers(cfg: TrainConfig, where: Mapping[str, str]) -> None:
 
 
 def _check_method(cfg: TrainConfig, where: Mapping[str, str]) -> None:
-    if cfg.method == "supervised" and cfg.mode == "distill_only":
+    if cfg.method in LABEL_ONLY_METHODS and cfg.mode == "distill_only":
         raise TrainError(
-            f"{where['method']}: method 'supervised' has nothing to learn in mode 'distill_only'"
+            f"{where['method']}: method {cfg.method!r} has nothing to learn in mode 'distill_only'"
+        )
+    if cfg.method == "physformer" and cfg.frames < 17:  # its HR labels come from hr_from_psd (16 samples)
+        raise TrainError(
+            f"{where['frames']}: method 'physformer' reads each clip's HR label from its T - 1 = "
+            f"{cfg.frames - 1} PPG samples and needs at least 16, got frames={cfg.frames}"
+        )
+    if cfg.method == "physformer" and cfg.student != "physformer":
+        raise TrainError(
+            f"{where['student']}: method 'physformer' trains the PhysFormer network, got student "
+            f"{cfg.student!r}; use --student physformer (the default with this method)"
         )
     if cfg.method == "rpm-distill" and not (cfg.peak or cfg.background or cfg.morphology):
         raise TrainError("--no-peak, --no-background and --no-morphology together leave no distillation term")
@@ -379,9 +398,9 @@ def _check_student(cfg: TrainConfig, where: Mapping[str, str]) -> None:
             f"{where['student_size']}: student factorizephys-big is built for 128x128 input only, "
             f"got student_size={cfg.student_size}"
         )
-    if cfg.student == "physnet" and cfg.frames % 4 != 0:
+    if cfg.student in ("physnet", "physformer") and cfg.frames % 4 != 0:
         raise TrainError(
-            f"{where['frames']}: student physnet needs frames divisible by 4, got frames={cfg.frames}"
+            f"{where['frames']}: student {cfg.student} needs frames divisible by 4, got frames={cfg.frames}"
         )
     from train.build import build_student
 

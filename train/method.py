@@ -8,7 +8,10 @@ spectral policy network's gate g and weights alpha. :func:`meta_loss` is the bil
 trains the policy: L_sup on validation clips after one virtual step of the student on L.
 
 Every method is one :class:`Method` in :data:`METHOD_IMPLS`, the only place method names are dispatched:
-``supervised`` (no term), ``rpm-distill``, ``output-kd``, ``fitnets`` and ``dml`` (``train/kd.py``).
+``supervised`` (no term), ``rpm-distill``, ``output-kd``, ``fitnets`` and ``dml`` (``train/kd.py``), and
+two Table 1 comparisons that replace L_sup with their own published loss: ``physformer`` (PhysFormer's
+loss, ``train/physformer.py``) and ``fusion`` (Vilesov et al.'s RGB-radar spectral fusion on the frozen
+supervised video network and RF teacher, ``train/fusion.py``; it uses radar at test time).
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ from torch.func import functional_call
 
 from train import kd
 from train.build import student_length
-from train.config import COMPONENTS, METHODS, TrainConfig
+from train.config import COMPONENTS, LABEL_ONLY_METHODS, METHODS, TEACHERLESS_METHODS, TrainConfig
 from train.distributed import autocast, to_fp32
+from train.fusion import fusion_band, fusion_targets, spectrum_to_waveform, squared_neg_pearson
 from train.losses import distill_components, relation_map, spectral_features, supervised_loss
 from train.models import SpectralPolicy
+from train.physformer import physformer_loss
 
 if TYPE_CHECKING:
     from train.trainer import StepContext, StudentState
@@ -40,6 +45,8 @@ class Targets:
     labeled: Tensor  # (B,) bool: the clip's labels may be used
     wave: Tensor | None = None  # (B, T - 1) teacher (or dml peer) waveform
     hint: tuple[Tensor, Tensor] | None = None  # fitnets: (regressed student feature, teacher feature)
+    epoch: int = 0  # the stage's current epoch, from 0 (physformer's curriculum weight)
+    fused: Tensor | None = None  # fusion: the fused band spectrum (B, F) of this step
 
 
 @dataclass
@@ -85,16 +92,27 @@ def distill_term(pred, teacher_wave, cfg: TrainConfig, policy, policy_grad: bool
 class Method:
     """Plain supervision (no distillation term); the base of every method.
 
-    A method adds its modules to a stage (:meth:`setup`), completes the targets after the student's
-    forward pass (:meth:`guide`, which may return its auxiliary module's own losses) and gives the
-    per-sample distillation term (:meth:`term`, None: the method has none).
+    A method adds its modules to a stage (:meth:`setup`), runs the stage's model on a batch
+    (:meth:`predict`), completes the targets after that forward pass (:meth:`guide`, which may return its
+    auxiliary module's own losses), scores the labelled clips (:meth:`sup_loss`, L_sup by default) and gives
+    the per-sample distillation term (:meth:`term`, None: the method has none).
     """
 
     needs_teacher = False  # the run trains (or reuses) the RF teacher
     teacher_wave = False  # the frozen teacher runs on every batch's radar before the step
+    uses_radar_at_test = False  # the trained model needs the radar window at test time (a fusion row)
 
     def setup(self, st: StudentState, cfg: TrainConfig, device) -> None:
         pass
+
+    def predict(self, st: StudentState, batch: dict, x: Tensor, targets: Targets, ctx: StepContext) -> Tensor:
+        """The stage model's waveform (B, >= T - 1) for video input ``x`` (B, 3, T, S, S)."""
+        return st.student(x)
+
+    def sup_loss(self, pred: Tensor, targets: Targets, cfg: TrainConfig) -> Tensor:
+        """The supervised loss of the labelled clips (L_sup: 0.01 neg-Pearson + SNR), a scalar."""
+        lab = targets.labeled
+        return supervised_loss(pred[lab], targets.y[lab], fs=cfg.fs)
 
     def guide(
         self, st: StudentState, batch: dict, pred: Tensor, targets: Targets, ctx: StepContext
@@ -179,19 +197,70 @@ class MutualLearning(Method):
         return kd.waveform_kd(pred, targets.wave), {}
 
 
+class PhysFormerLoss(Method):
+    """PhysFormer trained with its published loss (``train.physformer.physformer_loss``) instead of L_sup:
+    0.1 neg-Pearson + beta (HR-class cross-entropy + label-distribution KL), beta = 5^(epoch / epochs).
+    The HR label of a clip is the report's HR of its PPG window. No teacher, no distillation term."""
+
+    def sup_loss(self, pred, targets, cfg):
+        lab = targets.labeled
+        loss, _ = physformer_loss(pred[lab], targets.y[lab], cfg.fs, targets.epoch, cfg.epochs)
+        return loss
+
+
+class SpectralFusion(Method):
+    """Vilesov et al. (2022) RGB-radar fusion (``train.fusion``), the release's recipe on our windows.
+
+    The stage model is :class:`train.fusion.RGBRadarFusion`: the run's supervised video network (the
+    ``baseline`` stage, trained first) and the RF teacher, both frozen, and the spectral fusion network,
+    trained alone with Adam (lr 1e-3, no weight decay) on the squared negative Pearson correlation between
+    the fused band spectrum and the PPG's band spectrum. The release's skin-tone adversary only acts after
+    4 warm-up epochs and needs each window's skin type; it is not run here (``train.fusion`` has it).
+    """
+
+    needs_teacher = True
+    uses_radar_at_test = True
+    lr = 1e-3  # the release's fusion learning rate
+
+    def setup(self, st, cfg, device):
+        video = st.trained.get("baseline")
+        if video is None or st.teacher is None:
+            raise RuntimeError("method fusion needs the trained baseline video network and the RF teacher")
+        st.student.video_net.load_state_dict(video.state_dict())
+        st.student.radar_net.load_state_dict(st.teacher.state_dict())
+        st.opt = torch.optim.Adam(st.student.fusion.parameters(), lr=self.lr, weight_decay=0.0)
+
+    def predict(self, st, batch, x, targets, ctx):
+        model = st.student
+        video_wave, radar_wave = model.upstream(x, batch["rf"].to(ctx.device, non_blocking=True))
+        with torch.autocast(ctx.device.type, enabled=False):  # the spectra and the FFTs run in fp32
+            targets.fused = model.fuse(video_wave, radar_wave).float()
+            return spectrum_to_waveform(targets.fused, video_wave, model.band)
+
+    def sup_loss(self, pred, targets, cfg):
+        lab = targets.labeled
+        band = fusion_band(student_length(cfg), cfg.fs)
+        return squared_neg_pearson(targets.fused[lab], fusion_targets(targets.y[lab], band))
+
+
 METHOD_IMPLS: dict[str, Method] = {
     "supervised": Method(),
     "rpm-distill": RpmDistill(),
     "output-kd": OutputKD(),
     "fitnets": FitNets(),
     "dml": MutualLearning(),
+    "physformer": PhysFormerLoss(),
+    "fusion": SpectralFusion(),
 }
 assert set(METHOD_IMPLS) == set(METHODS)
+assert {m for m, impl in METHOD_IMPLS.items() if not impl.needs_teacher} == set(TEACHERLESS_METHODS)
 
 
 def method_of(cfg: TrainConfig) -> Method:
-    """The method a stage runs: ``cfg.method``, or plain supervision in mode ``sup_only``."""
-    return METHOD_IMPLS["supervised" if cfg.mode == "sup_only" else cfg.method]
+    """The method a stage runs: ``cfg.method``, or plain supervision in mode ``sup_only`` (a method that
+    learns from labels alone, such as ``physformer``, keeps its own loss there)."""
+    plain = cfg.mode == "sup_only" and cfg.method not in LABEL_ONLY_METHODS
+    return METHOD_IMPLS["supervised" if plain else cfg.method]
 
 
 def objective(pred, targets: Targets, cfg: TrainConfig, policy=None, policy_grad: bool = False):
@@ -201,15 +270,16 @@ def objective(pred, targets: Targets, cfg: TrainConfig, policy=None, policy_grad
     ``cfg``'s method (:data:`METHOD_IMPLS`); ``cfg.mode`` keeps only L_sup (sup_only) or only L_kd
     (distill_only). ``policy`` gives (g, alpha) to rpm-distill; ``policy_grad`` lets them carry gradient.
     """
-    y, labeled = targets.y, targets.labeled
+    labeled = targets.labeled
     n = pred.shape[0]
     total = (pred * 0).sum()  # keeps a graph even when a batch has nothing to learn from
     stats: dict[str, Tensor] = {}
+    method = method_of(cfg)
     if cfg.mode in ("distill", "sup_only") and bool(labeled.any()):
-        sup = supervised_loss(pred[labeled], y[labeled], fs=cfg.fs)
+        sup = method.sup_loss(pred, targets, cfg)
         total = total + sup * (labeled.sum() / n)
         stats["sup"] = sup.detach()
-    term = method_of(cfg).term(pred, targets, cfg, policy, policy_grad)  # None in mode sup_only
+    term = method.term(pred, targets, cfg, policy, policy_grad)  # None in mode sup_only
     if term is not None:
         per, term_stats = term
         stats.update(term_stats)

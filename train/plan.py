@@ -102,12 +102,15 @@ def plan_run(cfg: TrainConfig, workdir: Workdir, needs_teacher: bool) -> RunPlan
 
 
 def student_stages(cfg: TrainConfig, data: RunData) -> list[Stage]:
-    """The student stage, then (unless the method is supervised or ``baseline`` is off) the baseline."""
-    if cfg.method == "supervised":  # the student itself is the supervised-only model
+    """The student stage, then (unless the method learns from labels alone or ``baseline`` is off) the
+    baseline. Method ``fusion`` trains the baseline first, always: its model fuses that video network."""
+    supervised = dataclasses.replace(cfg, method="supervised", mode="sup_only")
+    if cfg.method == "fusion":
+        return [Stage("baseline", supervised, data.labeled), Stage("student", cfg, data.labeled)]
+    if cfg.method in ("supervised", "physformer"):  # the student itself is the supervised-only model
         return [Stage("student", cfg, data.labeled)]
     stages = [Stage("student", cfg, data.train)]
     if cfg.baseline:
-        supervised = dataclasses.replace(cfg, method="supervised", mode="sup_only")
         stages.append(Stage("baseline", supervised, data.labeled))
     return stages
 

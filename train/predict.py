@@ -151,6 +151,11 @@ def predict_video(
     model, cfg, ckpt = load_model(ckpt_path, dev)
     if ckpt.get("kind") == "teacher":
         raise PredictError(f"{ckpt_path}: a radar teacher checkpoint; predict needs a video student")
+    if getattr(model, "uses_radar_at_test", False):
+        raise PredictError(
+            f"{ckpt_path}: a {cfg.method} model needs the radar window at test time; predict reads a video "
+            "alone (use the run's baseline.pt for its video network)"
+        )
     timings = {"load_model": time.perf_counter() - t0}
 
     t = time.perf_counter()

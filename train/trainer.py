@@ -57,7 +57,7 @@ from tqdm.auto import tqdm
 
 from pipeline.paths import Workdir
 from train import kd
-from train.build import build_student, build_teacher, student_length
+from train.build import build_stage_model, build_teacher, stage_forward, student_length
 from train.checkpoint import (
     CheckpointError,
     link_or_copy,
@@ -113,6 +113,7 @@ class StudentState:
     student_tap: kd.FeatureTap | None = None  # fitnets guided layer
     teacher_tap: kd.FeatureTap | None = None  # fitnets hint layer
     meta: bool = False  # bilevel meta step every meta_interval steps
+    trained: dict[str, nn.Module] = dataclasses.field(default_factory=dict)  # earlier stages' models, by kind
 
     def modules(self) -> dict[str, nn.Module]:
         pairs = (("model", self.student), ("policy", self.policy), ("aux", self.aux))
@@ -150,14 +151,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_student_state(cfg: TrainConfig, teacher, device) -> StudentState:
-    """Student, policy and the method's auxiliary module, seeded, with their optimisers."""
+def build_student_state(
+    cfg: TrainConfig, teacher, device, trained: dict[str, nn.Module] | None = None
+) -> StudentState:
+    """Student, policy and the method's auxiliary module, seeded, with their optimisers.
+
+    ``trained``: the models of the run's earlier stages by kind (method fusion builds on the baseline).
+    """
     seed_everything(cfg.seed)
-    student = build_student(cfg).to(device)
+    rf_channels = teacher.in_channels if teacher is not None else 10
+    student = build_stage_model(cfg, rf_channels).to(device)
     st = StudentState(
         student,
         torch.optim.Adam(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay),
         teacher=teacher,
+        trained=dict(trained or {}),
     )
     method_of(cfg).setup(st, cfg, device)
     return st
@@ -180,14 +188,22 @@ def _val_clips(val: dict, ctx: StepContext) -> Clips:
 
 
 def train_step(
-    st: StudentState, batch: dict, step: int, ctx: StepContext, next_val: Callable | None = None
+    st: StudentState,
+    batch: dict,
+    step: int,
+    ctx: StepContext,
+    next_val: Callable | None = None,
+    epoch: int = 0,
 ) -> dict[str, float]:
-    """One optimisation step (and the meta step when due, on ``next_val()``); returns the losses as floats."""
+    """One optimisation step (and the meta step when due, on ``next_val()``); returns the losses as floats.
+
+    ``epoch`` (from 0) reaches the method's loss (PhysFormer's curriculum weight).
+    """
     cfg, device = ctx.cfg, ctx.device
     method = method_of(cfg)
     x = video_to_input(batch["video"], cfg.student_size, device)
     y = batch["bvp"].to(device, non_blocking=True)
-    targets = Targets(y, batch["labeled"].to(device, non_blocking=True))
+    targets = Targets(y, batch["labeled"].to(device, non_blocking=True), epoch=epoch)
     length = student_length(cfg)
     out: dict[str, float] = {}
     if method.teacher_wave:
@@ -197,7 +213,7 @@ def train_step(
     if st.meta and step % cfg.meta_interval == 0:
         out["meta_loss"] = meta_step(st, Clips(x, targets), _val_clips(next_val(), ctx), ctx)
     with autocast(device, ctx.amp):
-        pred = st.student(x)[:, :length]
+        pred = method.predict(st, batch, x, targets, ctx)[:, :length]
     pred = to_fp32(pred)
     aux_losses = method.guide(st, batch, pred, targets, ctx)
     joint_policy = st.policy is not None and not cfg.bilevel
@@ -277,10 +293,7 @@ def _validate(model, loader, ctx: StepContext, radar: bool = False) -> float:
     total = torch.zeros(2, dtype=torch.float64, device=device)
     for b in loader:
         with autocast(device, ctx.amp):
-            if radar:
-                pred = model(b["rf"].to(device, non_blocking=True))[:, : student_length(cfg)]
-            else:
-                pred = model(video_to_input(b["video"], cfg.student_size, device))[:, : student_length(cfg)]
+            pred = stage_forward(model, b, cfg, device, radar)[:, : student_length(cfg)]
         y = b["bvp"].to(device, non_blocking=True)
         total[0] += supervised_loss(to_fp32(pred), y, fs=cfg.fs).double() * y.shape[0]
         total[1] += y.shape[0]
@@ -337,10 +350,19 @@ def train_teacher(train_ds, val_ds, ctx: StepContext) -> tuple[nn.Module, list]:
 class StudentTraining:
     """One student stage (``student`` or ``baseline``), resumable at epoch boundaries; see :meth:`run`."""
 
-    def __init__(self, stage: Stage, teacher, val_ds, ctx: StepContext, out: Path, log: RunLog):
+    def __init__(
+        self,
+        stage: Stage,
+        teacher,
+        val_ds,
+        ctx: StepContext,
+        out: Path,
+        log: RunLog,
+        trained: dict[str, nn.Module] | None = None,
+    ):
         self.stage, self.log = stage, log
         self.ctx = dataclasses.replace(ctx, cfg=stage.cfg)
-        self.st = build_student_state(stage.cfg, teacher, ctx.device)
+        self.st = build_student_state(stage.cfg, teacher, ctx.device, trained)
         seed = stage.cfg.seed
         self.loader, self.sampler = _shuffled_loader(stage.train, self.ctx, seed + 1)
         self.val_loader = _eval_loader(val_ds, self.ctx)
@@ -388,7 +410,9 @@ class StudentTraining:
         )
         for batch in bar:
             t0 = time.perf_counter()
-            values = train_step(st, batch, self.step, self.ctx, next_val=(lambda it=val_iter: next(it)))
+            values = train_step(
+                st, batch, self.step, self.ctx, next_val=(lambda it=val_iter: next(it)), epoch=epoch
+            )
             last_good = self.last_path if self.last_path.is_file() else None
             stop_if_not_finite(values, f"{kind} epoch {epoch} step {self.step}", last_good)
             record = {"type": "step", "stage": kind, "epoch": epoch, "step": self.step, **values}
@@ -433,9 +457,20 @@ class StudentTraining:
         barrier(d)
 
 
-def train_student(stage: Stage, teacher, val_ds, ctx: StepContext, out: Path, log: RunLog) -> nn.Module:
-    """Train one student stage into ``out``; returns its selected model (see :class:`StudentTraining`)."""
-    return StudentTraining(stage, teacher, val_ds, ctx, out, log).run()
+def train_student(
+    stage: Stage,
+    teacher,
+    val_ds,
+    ctx: StepContext,
+    out: Path,
+    log: RunLog,
+    trained: dict[str, nn.Module] | None = None,
+) -> nn.Module:
+    """Train one student stage into ``out``; returns its selected model (see :class:`StudentTraining`).
+
+    ``trained``: the models of the run's earlier stages by kind (method fusion builds on the baseline).
+    """
+    return StudentTraining(stage, teacher, val_ds, ctx, out, log, trained).run()
 
 
 # ----------------------------------------------------------------------------------------------- train
@@ -466,8 +501,9 @@ def _train(cfg: TrainConfig, workdir: Workdir, d: DistInfo) -> Path:
     log = RunLog(plan.out, enabled=d.main, records=plan.log_records)
     t0 = time.time()
     teacher = _teacher(plan, ctx, log) if plan.teacher is not None else None
+    trained: dict[str, nn.Module] = {}
     for stage in plan.stages:
-        train_student(stage, teacher, plan.data.val, ctx, plan.out, log)
+        trained[stage.kind] = train_student(stage, teacher, plan.data.val, ctx, plan.out, log, trained)
     if d.main:
         print(f"trained in {time.time() - t0:.0f} s -> {plan.out}")
     return plan.out

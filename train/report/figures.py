@@ -11,7 +11,7 @@ import pandas as pd
 from pipeline.spectrum import CARDIAC_BAND_BPM, HR_FILTER_ORDER, bandpass, power_spectrum, zscore
 from train.evaluate import SKIN_GROUPS
 from train.report.groups import Group
-from train.report.methods import METHODS, short_title
+from train.report.methods import method_title, short_title
 from train.report.schema import GATE_KEYS
 
 
@@ -45,7 +45,7 @@ def fig_agreement(group: Group, method: str, path: Path) -> bool:
         a2.axhline(y, color="k", ls=ls, lw=0.8)
     a2.set(xlabel="mean of estimate and truth (bpm)", ylabel="estimate - truth (bpm)")
     a2.set_title(f"Bland-Altman: bias {bias:.1f}, LoA ±{1.96 * sd:.1f} bpm", fontsize=10)
-    fig.suptitle(f"{METHODS[method]}: {len(est)} windows ({group.label})", fontsize=10)
+    fig.suptitle(f"{method_title(method, group.config)}: {len(est)} windows ({group.label})", fontsize=10)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from train.classical import METHODS as CLASSICAL_FUNCS
+from train.report.schema import METHOD
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,23 @@ CLASSICAL = tuple(m.key for m in REGISTRY if m.classical)  # the same on every s
 
 TABLE_METRICS = ("MAE", "RMSE", "STD", "r")
 DETAIL_METRICS = ("MAPE", "within10", "MAE_light", "MAE_medium", "MAE_dark", "fairness_gap", "n")
+
+
+# The student row of a run whose method is a Table 1 comparison rather than RPM-Distill: PhysFormer (video
+# only) and Vilesov et al.'s fusion, which reads the radar window at test time (train.method's
+# ``uses_radar_at_test``), so its row is marked as a fusion row.
+STUDENT_ROWS = {
+    "physformer": "PhysFormer (Yu et al. 2022; video only)",
+    "fusion": "Fusion: Vilesov et al. 2022 (video + radar at test time)",
+}
+
+
+def method_title(key: str, config: dict) -> str:
+    """The row label of ``key`` in a run or group with ``config``: :data:`METHODS`, except the student of a
+    physformer / fusion run (:data:`STUDENT_ROWS`)."""
+    if key == "student" and config.get(METHOD) in STUDENT_ROWS:
+        return STUDENT_ROWS[config[METHOD]]
+    return METHODS[key]
 
 
 def short_title(key: str) -> str:

@@ -49,6 +49,7 @@ SEED = _field("seed")
 DATASET = _field("dataset")
 LABELED_FRAC = _field("labeled_frac")
 GATE = _field("gate")
+METHOD = _field("method")  # a run's training method (names the student row of physformer / fusion runs)
 POLICY = _field("policy")
 # Keys train.trainer._write_run_config adds to the TrainConfig fields in config.json.
 LABELED_SUBJECTS = "labeled_subjects"

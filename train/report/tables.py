@@ -12,7 +12,7 @@ import pandas as pd
 
 from train.evaluate import SKIN_GROUPS, aggregate_seeds
 from train.report.groups import Group, gate_on, methods_of, shift_prob
-from train.report.methods import CLASSICAL, DETAIL_METRICS, METHODS, NEURAL, TABLE_METRICS, short_title
+from train.report.methods import CLASSICAL, DETAIL_METRICS, NEURAL, TABLE_METRICS, method_title, short_title
 from train.report.schema import LABELED_FRAC, SYNC_SHIFT_PROB
 
 
@@ -59,7 +59,7 @@ def cell(agg: dict | float | None, notes: Notes, reason: str = "empty", digits: 
 
 
 def _row_label(group: Group, method: str, many: bool) -> str:
-    base = METHODS[method]
+    base = method_title(method, group.config)
     return f"{base} [{group.label}]" if many and method in NEURAL else base
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from train.data import WindowDataset, video_to_input
+from train.build import stage_forward
+from train.data import WindowDataset
 from train.report.methods import BY_KEY
 
 
@@ -29,9 +30,8 @@ def predict_windows(kind: str, model, cfg, ds: WindowDataset, device) -> np.ndar
     """(N, T - 1) waveforms of trained method ``kind`` for every window of ``ds`` (T = ``cfg.frames``)."""
     out = []
     for batch in DataLoader(ds, batch_size=cfg.batch_size, shuffle=False):
-        if BY_KEY[kind].modality == "rf":
-            wave = model(batch["rf"].to(device))[:, : cfg.frames - 1]
-        else:
-            wave = model(video_to_input(batch["video"], cfg.student_size, device))[:, : cfg.frames - 1]
+        # radar rows read the radar; a fusion model (uses_radar_at_test) reads video and radar
+        radar = BY_KEY[kind].modality == "rf"
+        wave = stage_forward(model, batch, cfg, device, radar)[:, : cfg.frames - 1]
         out.append(wave.float().cpu().numpy())
     return np.concatenate(out)
