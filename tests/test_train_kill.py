@@ -90,14 +90,15 @@ def test_killed_training_resumes_to_the_uninterrupted_losses(wd):
     seed = int(os.environ.get("RPM_KILL_SEED", time.time_ns() % 1_000_000))
     rng = random.Random(seed)
     total = EPOCHS * STEPS
-    # two kills: the first anywhere before the last epoch, the second later and mid-epoch
-    first = rng.randrange(0, total - STEPS)
-    second = rng.choice([k for k in range(first + 1, total) if k % STEPS])
+    # two kills: the first before the last epoch, the second later and mid-epoch,
+    first = rng.randrange(0, total - STEPS - 1)
+    # at least two steps before the end, so that the kill lands before the last step is logged
+    second = rng.choice([k for k in range(first + 1, total - 1) if k % STEPS])
     where = f"(RPM_KILL_SEED={seed}: kills after {first} and {second} student steps)"
     logged = kill_after(wd, "part", first, rng.uniform(0.0, 0.5), resume=False)
     assert logged < total, where
     resume = (wd.runs / "part" / "config.json").is_file()
-    logged = kill_after(wd, "part", second, rng.uniform(0.0, 0.2), resume=resume)
+    logged = kill_after(wd, "part", second, rng.uniform(0.0, 0.1), resume=resume)
     assert logged < total, where
     had_checkpoint = (wd.runs / "part" / "student_last.pt").is_file()
     out = run_in_process(wd, "part", "--resume")
