@@ -339,7 +339,7 @@ def preprocess(
     cannot be used are listed as failed with the reason; finished sessions are skipped on rerun.
     One run per store at a time: a second one stops at once, naming the PID holding <store>.lock.
     Recipes: equipleth (real EquiPleth layout), physdrive (public PhysDrive layout), folder (your
-    own recordings: see README "Own recordings").
+    own recordings: see docs/data-layouts.md).
     """
     from pipeline.dca1000 import DECODERS
     from pipeline.paths import check_output_dir

@@ -8,7 +8,7 @@ kept, per stage. ``realtime_factor`` = video duration / wall time (above 1 is fa
 
 Writes bench/results/predict_bench.json. With ``--example-checkpoint runs/<run>/student.pt`` (a trained
 student, e.g. the demo's) it also predicts on the 75 bpm bench video with it and keeps the plot
-``rpm predict`` writes as bench/results/predict_example.png (the README figure) plus its hr.csv.
+``rpm predict`` writes as bench/results/predict_example.png (the figure in docs/predict.md) plus its hr.csv.
 Run: .venv/bin/python bench/predict_bench.py [--repeats N] [--example-checkpoint PATH]
 """
 

@@ -8,7 +8,7 @@ Entry points::
     for block in blocks: ...                                          # (n, 128, 128, 3) uint8, in order
     cropper.detection_rate, cropper.n_frames, cropper.box_array()     # once the blocks are consumed
 
-Recipe (reference f.4 #18), implemented once, by :class:`FaceCropper`:
+Recipe (MTCNN, Zhang et al. 2016, as in the paper's Sec. 4.2), implemented once, by :class:`FaceCropper`:
 
 1. **Detect every k frames** (``detect_every``, default round(fps), about 1 s: frames 0, k, 2k, ...
    and the last frame) on a copy downscaled so the longer side is at most ``detect_side`` (320) px.
@@ -422,7 +422,7 @@ class FaceCropper:
         when both fits have a probability of at least ``TRACK_PROB`` (0.9) and the two boxes agree
         (IoU at least ``TRACK_AGREE``, 0.6), i.e. the fit converged on a face. Otherwise the caller
         detects as usual. On the bench videos tracked crop boxes are within 2.5 % (centre) and 9 %
-        (side) of full detection at every keyframe (README, Face cropping).
+        (side) of full detection at every keyframe (docs/face-cropping.md).
         """
         box = hint
         fits = []

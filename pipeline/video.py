@@ -2,7 +2,7 @@
 
 Decoding is sequential with ``thread_type = "AUTO"`` (frame + slice threads) and the decoder is
 flushed at the end (the container iterator does it). The YUV -> RGB conversion is explicit
-(reference f.4 #19): a wrong BT.601/709 matrix or limited/full range shifts exactly the chroma that
+because a wrong BT.601/709 matrix or limited/full range shifts exactly the chroma that
 carries the pulse, so the source matrix and range are taken from the stream's tags when present and
 otherwise chosen by the usual rule (BT.709 for height >= 720, else BT.601; limited range unless the
 pixel format is a full-range ``yuvj*`` one), passed to swscale explicitly and logged.

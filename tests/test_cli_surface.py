@@ -1,5 +1,5 @@
 """The CLI surface is frozen: renaming or dropping a command or option breaks users' scripts, so it must
-be a deliberate change to this file (and to the README's stage table)."""
+be a deliberate change to this file (and to the command's usage in README.md and docs/)."""
 
 import typer
 

@@ -63,7 +63,7 @@ def test_known_tone_decodes_to_its_range_bin(tmp_path, bin_index):
 
 
 def test_organizer_matches_reference_example():
-    """Reference b.3: 20 frames in 28 packets decode to 19; losing packets 5 and 20 keeps 5-12, 15-18."""
+    """Organizer: 20 frames in 28 packets decode to 19; losing packets 5 and 20 keeps 5-12, 15-18."""
     cap = encode_capture(framed(20), "a", "b")
     cap = drop_and_shuffle(cap, np.arange(28))  # the 28 full packets (drop the short 29th)
     assert decode_organizer(cap).adc.shape[0] == 19

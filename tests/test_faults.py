@@ -2,7 +2,7 @@
 
 Outcomes are one of: a clear error naming the file and the problem; a documented repair counted in
 the manifest (``repairs``, ``rf_lost_*``, ``radar_coverage``); or the session marked ``failed`` with
-its reason while the run goes on. The README's "What happens when input is bad" table lists them.
+its reason while the run goes on. docs/failure-modes.md lists them in a table.
 
 EquiPleth: one synthetic dataset, one fault per session, preprocessed once. PhysDrive: the tiny
 public-layout fixture of ``test_physdrive`` (astronaut face video, cubes), one fault per session.

@@ -25,7 +25,7 @@ def _seed():
     torch.manual_seed(0)
 
 
-# --- parameter counts (reference d.5, a.6) -----------------------------------------------------------------
+# --- parameter counts (the published models) ----------------------------------------------------------------
 
 
 def test_factorizephys_parameter_counts():

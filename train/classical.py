@@ -2,7 +2,7 @@
 
 All three work on face crops ``(T, H, W, 3)`` uint8 RGB at ``fs`` Hz and return a pulse waveform of
 length T at ``fs``; HR then comes from :func:`pipeline.spectrum.hr_from_psd` like every other method.
-They are written from the papers' descriptions (reference e.6), not from any toolbox:
+They are written from the papers' descriptions (named below), not from any toolbox:
 
 * **ROI trace.** :func:`rgb_trace` averages each frame over a skin ROI: pixels that pass a loose YCbCr
   skin rule on the clip's mean frame, inside a centred ellipse. If fewer than 5 % of the pixels pass

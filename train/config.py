@@ -122,7 +122,7 @@ PRESETS = {
         max_steps_per_epoch=25,
         num_workers=0,
     ),
-    # The paper's protocol (reference a.9): T 256, stride 30, Adam 5e-5 / 1e-4, 5 epochs, the full teacher.
+    # Paper Sec. 4.2 and its code release: T 256, stride 30, Adam 5e-5 / 1e-4, 5 epochs, the full teacher.
     # Batch 8 (the release uses 1; the losses are per sample) fits a current GPU at 72 px with the meta step.
     "paper": dict(
         frames=256,

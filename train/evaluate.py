@@ -1,6 +1,6 @@
 """Heart rate from waveforms and the metrics the paper reports.
 
-HR recipe (reference e.1, shared by RPM-Distill and EquiPleth): :func:`pipeline.spectrum.hr_from_psd`,
+HR recipe (Sec. 4.2, as the RPM-Distill and EquiPleth code do it): :func:`pipeline.spectrum.hr_from_psd`,
 a 6th-order Butterworth band-pass over [lo, hi] bpm applied forwards and backwards, then a periodogram
 with nfft = 60 fs / 0.1 (a 0.1 bpm grid, 18 000 points at 30 Hz) and the argmax inside [lo, hi]
 (inclusive).
@@ -9,10 +9,10 @@ Metrics over windows, with e = HR_est - HR_gt in bpm: MAE = mean|e|, RMSE = sqrt
 STD = std(e) with ddof 0, r = Pearson correlation of the pooled window HRs, MAPE = mean |e|/gt
 in percent, and ``within10`` = percentage of windows with |e|/gt <= 10 %.
 
-Fairness (reference e.4, with the medium group kept): windows are grouped by the subject's Fitzpatrick
+Fairness (as EquiPleth's, medium group kept): windows are grouped by the subject's Fitzpatrick
 type into light (< 3), medium (3-4) and dark (>= 5); the gap is |MAE(light) - MAE(dark)|.
 
-Windowing protocols (reference e.2), see :data:`PROTOCOLS`:
+Windowing protocols (RPM-Distill's and EquiPleth's evaluation code), see :data:`PROTOCOLS`:
 
 * ``release``: RPM-Distill's per-window protocol. Every test window of T frames (the model's clip
   length) at stride 30 is one sample; the model's T - 1 outputs and the z-scored GT window give one

@@ -11,7 +11,7 @@ label-optional objective stays the same (labelled clips: L_sup + lambda * L_kd; 
   guided layer) is mapped by a learned convolutional regressor onto an intermediate teacher feature (the
   hint layer) and matched with an L2 loss. Guided layer (the student's ``guided_layer()``): the
   FactorizePhys head output, averaged over space, (B, 16, T - 1), or PhysNet's decoder output, (B, 64, T).
-  Hint layer: the RF teacher's third decoder block (reference d.8), (B, C, T).
+  Hint layer: the RF teacher's third decoder block, (B, C, T).
 * ``dml`` (Zhang et al., deep mutual learning): two peers train together, each on its own supervised
   loss plus a mimicry loss towards the other's (detached) prediction. Here the peers are the video
   student and an RF network initialised from the trained teacher; mimicry is the output-kd loss.

@@ -1,6 +1,6 @@
 """Losses and spectral features for RPM-Distill.
 
-Written from ``shared/docs/reference.md`` sections a.3-a.5 and a.8; no code was taken from the reference
+Written from the paper's Eqs. 2-7 and the L_sup of its Sec. 3.4; no code was taken from the reference
 repositories. Every loss here is computed per sample and then averaged over the batch, so results do not
 depend on how samples are grouped into batches.
 
@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 EPS = 1e-8
-"""The epsilon used by the spectral features and distillation terms (reference a.3)."""
+"""The epsilon used by the spectral features and distillation terms (Eq. 2's epsilon; the release's value)."""
 
 
 def _check_2d(name: str, x: Tensor) -> None:

@@ -66,7 +66,7 @@ def distill_term(pred, teacher_wave, cfg: TrainConfig, policy, policy_grad: bool
     """RPM-Distill's L_distill per sample (B,), plus (g (B,), alpha (B, 3), components (B, 3)).
 
     ``policy_grad``: (g, alpha) carry gradient to the policy. In the meta step the relation map is not
-    detached (reference a.7); when the policy is trained jointly (``bilevel=False``) its input is detached.
+    detached (as in the code release); joint training (``bilevel=False``) detaches its input.
     Switched-off components get alpha 0 and the rest are renormalised; ``gate=False`` fixes g = 1 and
     ``weights=False`` fixes alpha to equal weights over the used components.
     """
@@ -289,7 +289,7 @@ def objective(pred, targets: Targets, cfg: TrainConfig, policy=None, policy_grad
 
 
 def meta_loss(student: nn.Module, policy: nn.Module, train: Clips, val: Clips, cfg: TrainConfig, amp=False):
-    """L_sup on a validation batch of the student after one virtual SGD step on L_tr (reference a.7).
+    """L_sup on a validation batch of the student after one virtual SGD step on L_tr (Eqs. 9-10).
 
     1. L_tr = Eq. 1 on the training batch with (g, alpha) from ``policy`` (gradient kept);
     2. theta' = theta - eta * dL_tr/dtheta with ``create_graph=True`` (eta = virtual_lr or lr);

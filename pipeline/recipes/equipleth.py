@@ -1,6 +1,6 @@
 """EquiPleth recipe: the real on-disk layout -> Zarr v3 session store + sessions manifest.
 
-Input layout (``--root``, see reference section b.1)::
+Input layout (``--root``; the EquiPleth release, Vilesov et al., TOG 2022; docs/data-layouts.md)::
 
     rgb_files/v_<s>_<t>/rgbd_rgb_<i>.png   face crops (already MTCNN crops), i = 0.. not zero-padded
     rgb_files/v_<s>_<t>/rgbd_ppg.npy       PPG at the video rate (30 Hz)

@@ -1,6 +1,6 @@
 """PhysDrive recipe: the public on-disk layout -> Zarr v3 session store + sessions manifest.
 
-Input layout (``--root``, reference section c)::
+Input layout (``--root``; the PhysDrive release, Wang et al., NeurIPS 2025; docs/data-layouts.md)::
 
     RGB and IR/<SUBJ>/<SESSION>/RGB.mp4        full-frame H.264 video (30 fps); faces found with MTCNN
     RGB and IR/<SUBJ>/<SESSION>/Label/BVP.mat  key 'BVP': 1-D BVP covering the video, rate not stated

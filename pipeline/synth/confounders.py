@@ -32,9 +32,9 @@ Video
   mechanism) and modulates the facial blood volume (baseline 3-10 % and amplitude 2-8 % of the pulse,
   as the contact PPG; Allen, Physiol. Meas. 2007, "Photoplethysmography and its application in
   clinical physiological measurement").
-* ``crop_jitter`` (EquiPleth): the released frames are MTCNN face crops (reference.md, note 18), one
-  detection per frame; the box of a detector run frame by frame jitters by about a pixel (which is why
-  the usual practice smooths it). Modelled as independent per-frame crop offsets (0.3-1.0 % of the
+* ``crop_jitter`` (EquiPleth): the released frames are MTCNN face crops (the EquiPleth release,
+  Vilesov et al. 2022), one detection per frame; the box of a detector run frame by frame jitters by
+  about a pixel (which is why the usual practice smooths it). Modelled as independent per-frame crop offsets (0.3-1.0 % of the
   crop side, rms) and scale changes (0.3-0.8 %): a geometric effect, its intensity change comes from
   the face's own shading and edges.
 * ``sun_shadow`` (PhysDrive, daylight): shadows of poles, trees and buildings sweep over the driver as

@@ -1,6 +1,6 @@
 """Physically grounded synthetic EquiPleth dataset in the real on-disk layout.
 
-Layout written under ``out`` (the same as the released EquiPleth, see reference.md §b.1)::
+Layout written under ``out`` (the same as the released EquiPleth, Vilesov et al., TOG 2022)::
 
     rgb_files/v_<s>_<t>/rgbd_rgb_<i>.png   i = 0..n-1, NOT zero-padded; crop_size x crop_size RGB face crops
     rgb_files/v_<s>_<t>/rgbd_ppg.npy       float64 (n,) PPG at 30 Hz

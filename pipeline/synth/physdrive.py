@@ -1,6 +1,6 @@
 """Synthetic PhysDrive dataset (car cabin, RGB video + mmWave radar + BVP) in a PhysDrive-like layout.
 
-CONTRACT (what the PhysDrive reader codes against; reference.md §c)::
+CONTRACT (what the PhysDrive reader codes against; the PhysDrive release, Wang et al., NeurIPS 2025)::
 
     <out>/RGB and IR/<SUBJ>/<SESSION>/RGB.mp4      full-frame H.264 (libx264, yuv420p, 2 Mbit/s), 640x480,
                                                    30 fps, written with PyAV; n = round(30 * seconds) frames
@@ -42,7 +42,7 @@ background that shakes with the camera (vehicle vibration, whole pixels); the he
 astronaut, recoloured per subject, face ~85-100 px high) is warped per frame with its rigid motion
 and talking deformation and blended in with a soft alpha. MTCNN finds the face.
 
-Radar (TI IWR1843, reference §c.3-c.4): range bin c fs / (2 S N) = 0.0781 m (60 MHz/us, 128
+Radar (TI IWR1843 as PhysDrive configures it): range bin c fs / (2 S N) = 0.0781 m (60 MHz/us, 128
 samples at 4 Msps), Doppler bin lambda / (2 M Tc) with M = 128 loops and Tc = 3 x 85 us, 8 virtual
 azimuth elements at lambda/2 with a 32-point angle FFT. The processed cube is synthesised in closed
 form: each point scatterer (range R, radial velocity v, angle theta, complex amplitude
@@ -52,8 +52,8 @@ scatterer at 0.45-0.9 m with R(t) = R0 + chest displacement (breathing + the bal
 pulse, same instantaneous rate as the BVP, leading it by the pulse-transit time) + vibration; the
 crop (8 Doppler around 0, 16 angle, 8 range) is centred on the chest's bin with a +-1 bin picking
 error, so the chest sits in one angle and one range bin. Static clutter is taken as removed (the
-reference subtracts the mean over chirps); a weak residual remains, plus thermal noise. Finally the
-amplitude is z-scored over the whole clip and the phase kept (reference §c.4 step 7).
+PhysDrive code subtracts the mean over chirps); a weak residual remains, plus thermal noise. Finally the
+amplitude is z-scored over the whole clip and the phase kept (PhysDrive's normalisation).
 
 Clocks. Video frame i is at i / 30 s on the session's video clock. The radar recording truly starts
 at ``true_offset_s`` (uniform in -1..1 s) on that clock and clip k frame m is at
@@ -128,12 +128,12 @@ SIZES = {
 }
 # H.264 rate control of an in-car camera: a fixed bitrate with a one-second VBV buffer, as camera and
 # dashcam hardware encoders record, not constant quality. The PhysDrive camera's settings are not
-# published (reference.md §c); 2 Mbit/s is a typical 640x480 30 fps recording rate. The earlier
+# published by the PhysDrive release; 2 Mbit/s is a typical 640x480 30 fps recording rate. The earlier
 # constant-quality CRF 20 spent only 0.2-0.6 Mbit/s on the mostly static synthetic cabin, and its
 # skipped macroblocks froze the sub-DN pulse in stationary sessions (measured: POS MAE 56 stationary
 # vs 20 talking, the reverse of the published order).
 VIDEO_BITRATE_BPS = 2_000_000
-# Radar (IWR1843 profile of reference §c.3).
+# Radar: PhysDrive's IWR1843 profile (77 GHz, 60 MHz/us, 128 samples at 4 Msps, 20 Hz frames).
 C_M_PER_S = 299_792_458.0
 WAVELENGTH_M = C_M_PER_S / 77e9
 RANGE_BIN_M = C_M_PER_S * 4e6 / (2 * 60e12 * 128)
@@ -449,7 +449,7 @@ def synth_radar(plan: SessionPlan) -> np.ndarray:
         r_mp = plan.chest_range_m + path + scale * (r - plan.chest_range_m)
         amp_mp = rel * amp * np.exp(1j * ph0)
         cube += _point_cube(amp_mp, r_mp, scale * vel, sin_t + 0.03, a0, r0)
-    # Residual static clutter (after the reference's clutter removal) at two random cells.
+    # Residual static clutter (after PhysDrive's clutter removal) at two random cells.
     for _ in range(2):
         d, a, rb = CROP_D // 2, int(crng.integers(0, CROP_A)), int(crng.integers(0, CROP_R))
         cube[:, d, a, rb] += (
@@ -461,7 +461,7 @@ def synth_radar(plan: SessionPlan) -> np.ndarray:
 
 
 def normalise_clip(cube: np.ndarray) -> np.ndarray:
-    """Reference §c.4 step 7: z-score the amplitude over the clip, keep the phase -> (F, 2, 8, 16, 8)."""
+    """PhysDrive's normalisation: z-score the amplitude over the clip, keep the phase -> (F, 2, 8, 16, 8)."""
     amp = np.abs(cube).astype(np.float64)
     z = (amp - amp.mean()) / max(float(amp.std()), 1e-12)
     out = z * np.exp(1j * np.angle(cube))

@@ -1,6 +1,6 @@
 """Networks used by RPM-Distill: the video student, the radar teacher and the spectral policy.
 
-Written from the descriptions in ``shared/docs/reference.md`` (sections d.1 to d.4, d.7, d.8 and a.6);
+Written from descriptions of FactorizePhys, PhysNet, EquiPleth's RF model and the paper's Sec. 3.3;
 no code was taken from the reference repositories.
 
 * :class:`FactorizePhys` -- the default student. The standard 72x72 FactorizePhys feature extractor and

@@ -1,4 +1,4 @@
-"""FactorizePhys students (reference d.1, d.2): the standard 72x72 network and the 128x128 FactorizePhysBig.
+"""FactorizePhys students (Joshi et al. 2024): the standard 72x72 network and the 128x128 FactorizePhysBig.
 
 Both share the blocks, the rank-1 NMF attention module (FSAM) with residual fusion and the forward pass;
 RPM-Distill's spatial average ends both. See :mod:`train.models`.
@@ -42,7 +42,7 @@ def _spec_sizes(input_size: int, specs: list[_ConvSpec | None]) -> list[int]:
 
 _NF = (8, 12, 16)
 
-# Standard 72x72 FactorizePhys (reference d.1): first conv keeps the size, convs 2 and 5 have stride 2.
+# Standard 72x72 FactorizePhys (Joshi et al. 2024): first conv keeps the size, convs 2 and 5 have stride 2.
 _STANDARD_SPECS: dict[str, list[_ConvSpec | None]] = {
     "feature_extractor": [
         (_NF[0], _S1, _P1, _K3),
@@ -58,7 +58,7 @@ _STANDARD_SPECS: dict[str, list[_ConvSpec | None]] = {
     "final_layer": [(_NF[1], _S1, _P0, _K3), (_NF[0], _S1, _P0, _K3), (1, _S1, _P0, _K3)],
 }
 
-# FactorizePhysBig, 128x128 (reference d.2): no spatial padding on conv 1, stride 2 on convs 2 and 4, the
+# FactorizePhysBig, 128x128: no spatial padding on conv 1, stride 2 on convs 2 and 4, the
 # head's first conv with stride 2 and the first final_layer kernel [3, 4, 4].
 _BIG_SPECS: dict[str, list[_ConvSpec | None]] = {
     "feature_extractor": [
@@ -336,13 +336,13 @@ class FactorizePhys(_FactorizePhysBase):
 
 
 class FactorizePhysBig(_FactorizePhysBase):
-    """FactorizePhysBig, the 128x128 FactorizePhys (reference d.2), with the same FSAM and options.
+    """FactorizePhysBig, the 128x128 FactorizePhys, with the same FSAM and options.
 
     Differences from :class:`FactorizePhys`: the first convolution has no spatial padding and the 4th has
     stride (1, 2, 2) (spatial sizes 126, 62, 60, 29, 27, 25); FSAM runs on the 25x25 extractor output,
     before the head; the head's first convolution has stride (1, 2, 2) (12, 10, 8); the first final_layer
     kernel is [3, 4, 4] (5, 3, 1). Built for 128x128 only: any other ``input_size`` or input size is
-    refused (reference f.1 #1). Input (B, C, T, 128, 128) raw frames in [0, 1] -> (B, T - 1).
+    refused, never reshaped silently. Input (B, C, T, 128, 128) raw frames in [0, 1] -> (B, T - 1).
     56,201 parameters with FSAM and bias1, 55,872 without.
     """
 

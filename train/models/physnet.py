@@ -1,4 +1,7 @@
-"""The PhysNet encoder-decoder student (reference d.7) on DiffNormalized frames. See :mod:`train.models`."""
+"""The PhysNet encoder-decoder student (Yu et al., BMVC 2019) on DiffNormalized frames.
+
+See :mod:`train.models`.
+"""
 
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ def diff_normalized_frames(x: Tensor, eps: float = 1e-7) -> Tensor:
 
 
 class PhysNet(nn.Module):
-    """PhysNet (rPPG-Toolbox's PhysNet_padding_Encoder_Decoder_MAX semantics, reference d.7).
+    """PhysNet (rPPG-Toolbox's PhysNet_padding_Encoder_Decoder_MAX semantics; Yu et al., BMVC 2019).
 
     Every block is Conv3d (bias) -> BatchNorm3d -> ReLU: block 1 3 -> 16 with kernel [1, 5, 5]; spatial
     max-pool; blocks 2-3 (16 -> 32 -> 64, k3); spatio-temporal max-pool (2, 2, 2); blocks 4-5; max-pool

@@ -1,4 +1,4 @@
-"""The spectral policy network: relation map -> gate g and component weights alpha (reference a.6)."""
+"""The spectral policy network: relation map -> gate g and component weights alpha (the paper's Sec. 3.3)."""
 
 from __future__ import annotations
 
