@@ -35,8 +35,8 @@ Video
 * ``crop_jitter`` (EquiPleth): the released frames are MTCNN face crops (the EquiPleth release,
   Vilesov et al. 2022), one detection per frame; the box of a detector run frame by frame jitters by
   about a pixel (which is why the usual practice smooths it). Modelled as independent per-frame crop
-  offsets (0.3-1.0 % of the crop side, rms) and scale changes (0.3-0.8 %): a geometric effect, its intensity change comes from
-  the face's own shading and edges.
+  offsets (0.3-1.0 % of the crop side, rms) and scale changes (0.3-0.8 %): a geometric effect, its
+  intensity change comes from the face's own shading and edges.
 * ``sun_shadow`` (PhysDrive, daylight): shadows of poles, trees and buildings sweep over the driver as
   the car passes them: dips of 15-45 % of the light for 0.1-0.6 s, several a minute (more on the
   congested roads B and C, fewer at dusk when the low, weak sun adds little direct light and most of
