@@ -121,6 +121,25 @@ def test_crop_faces_tracks_the_face(setup):
     assert (np.abs(cx - 320) < 60).all() and (np.abs((boxes[:, 1] + boxes[:, 3]) / 2 - 240) < 80).all()
 
 
+def test_predict_never_replaces_files_it_did_not_write(setup):
+    wd, _ = setup
+    user = wd / "my_results"
+    user.mkdir()
+    (user / "hr.csv").write_text("my own numbers\n")
+    result = CliRunner().invoke(
+        app,
+        ["predict", str(wd / "face.mp4"), "--checkpoint", "tiny", "--out", str(user), "--workdir", str(wd)],
+    )
+    assert result.exit_code == 1 and "not written by rpm predict" in result.output, result.output
+    assert (user / "hr.csv").read_text() == "my own numbers\n" and sorted(p.name for p in user.iterdir()) == [
+        "hr.csv"
+    ]
+    again = invoke(["predict", str(wd / "face.mp4"), "--checkpoint", "tiny", "--out", str(wd / "rerun")], wd)
+    assert again.exit_code == 0, again.output
+    rerun = invoke(["predict", str(wd / "face.mp4"), "--checkpoint", "tiny", "--out", str(wd / "rerun")], wd)
+    assert rerun.exit_code == 0, rerun.output  # its own earlier outputs are replaced
+
+
 def test_detect_wrapper_shapes_with_and_without_faces(setup):
     _, frames = setup
     small = frames[:3, ::2, ::2].copy()

@@ -127,6 +127,27 @@ def plot_prediction(pred: Prediction, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+# What predict writes into its output folder; prediction.json (written last) marks the folder as predict's.
+OUTPUT_NAMES = ("hr.csv", "bvp.csv", "hr.json", "prediction.png", "prediction.json")
+
+
+def check_own_outputs(out_dir: Path) -> None:
+    """Refuse (:class:`PredictError`) to replace files with predict's output names in a folder that holds no
+    ``prediction.json`` of an earlier ``rpm predict``: they are someone else's, never overwritten."""
+    taken = [name for name in OUTPUT_NAMES if (out_dir / name).exists()]
+    if not taken:
+        return
+    try:
+        earlier = json.loads((out_dir / "prediction.json").read_text())
+        ours = isinstance(earlier, dict) and {"video", "checkpoint", "files"} <= set(earlier)
+    except (OSError, ValueError):
+        ours = False
+    if not ours:
+        raise PredictError(
+            f"{out_dir}: already holds {', '.join(taken)}, not written by rpm predict; pass another --out"
+        )
+
+
 def predict_video(
     video: str | Path,
     checkpoint: str | Path | None = None,
@@ -143,6 +164,7 @@ def predict_video(
     out_dir = Path(out) if out else workdir.root / "predictions" / video.stem
     if out_dir.exists() and not out_dir.is_dir():  # found before the minutes of decoding, not after
         raise PredictError(f"{out_dir}: exists and is not a folder; pass another --out")
+    check_own_outputs(out_dir)
     t0 = time.perf_counter()
     ckpt_path = resolve_checkpoint(checkpoint, workdir)
     dev = torch.device(
