@@ -6,14 +6,19 @@ synth -> preprocess -> split -> train -> report.  ``rpm demo`` chains them on CP
 
 from __future__ import annotations
 
-import sys
-from enum import StrEnum
-from pathlib import Path
-from typing import Annotated
+from pipeline.threads import configure_process_threads
 
-import typer
+# Before anything imports torch: OpenMP reads its thread count and wait policy once, when it loads.
+configure_process_threads()
 
-from pipeline.paths import Workdir
+import sys  # noqa: E402
+from enum import StrEnum  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Annotated  # noqa: E402
+
+import typer  # noqa: E402
+
+from pipeline.paths import Workdir  # noqa: E402
 
 app = typer.Typer(
     help="Robust remote physiological measurement: radar teaches a video-only heart-rate model "
