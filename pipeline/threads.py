@@ -50,7 +50,7 @@ def parse_cpu_max(text: str) -> float | None:
 
 
 def parse_cfs(quota_text: str, period_text: str) -> float | None:
-    """CPUs allowed by cgroup v1 ``cpu.cfs_quota_us`` and ``cpu.cfs_period_us`` (quota -1: None = no limit)."""
+    """CPUs allowed by cgroup v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` (quota -1: None = no limit)."""
     quota, period = int(quota_text.strip()), int(period_text.strip())
     if quota < 0:
         return None
@@ -141,7 +141,9 @@ def available_cpus(
     return max(1, n)
 
 
-def configure_process_threads(environ: MutableMapping[str, str] | None = None, cpus: int | None = None) -> int:
+def configure_process_threads(
+    environ: MutableMapping[str, str] | None = None, cpus: int | None = None
+) -> int:
     """Set the thread environment for this process (see the module docstring); returns the thread count.
 
     Only variables that are absent are set: a user's ``OMP_NUM_THREADS`` (or wait policy) wins and its

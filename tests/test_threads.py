@@ -51,7 +51,11 @@ def test_cgroup_v2_tightest_quota_along_the_path(tmp_path):
     root, proc = _tree(
         tmp_path,
         "0::/user.slice/job\n",
-        {"cpu.max": "max 100000\n", "user.slice/cpu.max": "300000 100000\n", "user.slice/job/cpu.max": "150000 100000\n"},
+        {
+            "cpu.max": "max 100000\n",
+            "user.slice/cpu.max": "300000 100000\n",
+            "user.slice/job/cpu.max": "150000 100000\n",
+        },
     )
     assert cgroup_cpu_limit(root, proc) == 1.5
     assert available_cpus(affinity=8, root=root, proc_self_cgroup=proc) == 2  # 1.5 CPUs rounds up
@@ -90,7 +94,11 @@ def test_configure_sets_only_absent_variables():
 
 def test_cli_process_starts_torch_with_the_settings():
     """Importing cli before torch gives torch the available core count (1 under taskset to one core)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "KMP_BLOCKTIME")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "KMP_BLOCKTIME")
+    }
     env["PYTHONPATH"] = str(REPO)
     code = (
         "import os, cli, torch; "
