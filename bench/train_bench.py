@@ -211,8 +211,10 @@ def worker_main(args) -> None:
 class WorkerProcess:
     """A :class:`Worker` in a child process, driven one line at a time."""
 
-    def __init__(self, tree: Path, args, env_extra: dict[str, str]):
+    def __init__(self, tree: Path, args, env_extra: dict[str, str | None]):
+        """``env_extra``: variables to set, or with value None to remove, in the worker's environment."""
         env = {**os.environ, **env_extra, "OMP_NUM_THREADS": str(args.threads)}
+        env = {k: v for k, v in env.items() if v is not None}
         env.pop("PYTHONPATH", None)
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(tree)]
         cmd += ["--frames", str(args.frames), "--batch", str(args.batch), "--size", str(args.size)]
@@ -415,20 +417,32 @@ def profile_step(args) -> str:
     return "".join(lines)
 
 
+SPIN_POLICIES = {
+    "passive": (
+        "no_spin (OMP_WAIT_POLICY=PASSIVE, KMP_BLOCKTIME=0)",
+        {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"},
+    ),
+    "default": (
+        "OpenMP default (no OMP_WAIT_POLICY: spins briefly)",
+        {"OMP_WAIT_POLICY": None, "KMP_BLOCKTIME": None},
+    ),
+    "active": ("spin (OMP_WAIT_POLICY=ACTIVE)", {"OMP_WAIT_POLICY": "ACTIVE", "KMP_BLOCKTIME": None}),
+}
+
+
 def contention(args) -> dict:
-    """Step time (new tree) beside 0, 1 and 3 CPU-bound training processes, with and without spin-waiting."""
+    """Step time (new tree) beside 0, 1 and 3 CPU-bound training processes, per OpenMP wait policy.
+
+    Every process (measured and others) runs the supervised step with ``--threads`` threads; the others
+    loop until killed. CPU time per step stays flat when no thread spins, and grows when waiting threads
+    burn their time slices.
+    """
     out: dict = {"load_before": load()}
-    policies = {
-        "no_spin (OMP_WAIT_POLICY=PASSIVE, KMP_BLOCKTIME=0)": {
-            "OMP_WAIT_POLICY": "PASSIVE",
-            "KMP_BLOCKTIME": "0",
-        },
-        "spin (OMP_WAIT_POLICY=ACTIVE)": {"OMP_WAIT_POLICY": "ACTIVE"},
-    }
+    policies = dict(SPIN_POLICIES[p] for p in args.policies.split(","))
     name = "supervised"
-    for label, env in policies.items():
-        rows = {}
-        for k in (0, 1, 3):
+    rows: dict[str, dict] = {label: {} for label in policies}
+    for k in (0, 1, 3):  # the policies interleaved at each k, so load changes hit them alike
+        for label, env in policies.items():
             measured = WorkerProcess(REPO, args, env)
             others = [WorkerProcess(REPO, args, env) for _ in range(k)]
             try:
@@ -439,18 +453,19 @@ def contention(args) -> dict:
             finally:
                 for o in [measured, *others]:
                     o.close()
-            rows[f"{k}_others"] = {
+            rows[label][f"{k}_others"] = {
                 "s_per_step": statistics.median(t["s"] for t in times),
                 "cpu_s_per_step": statistics.median(t["cpu_s"] for t in times),
                 "load": load(),
             }
-        base = rows["0_others"]["s_per_step"]
+    for label in policies:
+        base = rows[label]["0_others"]["s_per_step"]
         for k in (1, 3):
-            r = rows[f"{k}_others"]
+            r = rows[label][f"{k}_others"]
             r["slowdown"] = r["s_per_step"] / base
             r["fair_share_slowdown"] = 1 + k  # k + 1 equal 2-thread processes on the same cores
             r["slowdown_over_fair_share"] = r["slowdown"] / (1 + k)
-        out[label] = rows
+        out[label] = rows[label]
     out["load_after"] = load()
     return out
 
@@ -469,6 +484,11 @@ def main() -> None:
     ap.add_argument("--old-tree", type=Path, default=None, help="checkout of the code before the change")
     ap.add_argument("--profile", action="store_true", help="write bench/results/train_profile.txt only")
     ap.add_argument("--contention", action="store_true", help="measure beside other training processes only")
+    ap.add_argument(
+        "--policies",
+        default="passive,active",
+        help="--contention: OpenMP wait policies, of passive,default,active",
+    )
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
