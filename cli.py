@@ -6,19 +6,24 @@ synth -> preprocess -> split -> train -> report.  ``rpm demo`` chains them on CP
 
 from __future__ import annotations
 
-import math
-import os
-import sys
-import traceback
-from enum import StrEnum
-from pathlib import Path
-from typing import Annotated
+from pipeline.threads import configure_process_threads
 
-import typer
-import typer.core
+# Before anything imports torch: OpenMP reads its thread count and wait policy once, when it loads.
+configure_process_threads()
 
-from pipeline.errors import OptionError, RpmError
-from pipeline.paths import Workdir
+import math  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+import traceback  # noqa: E402
+from enum import StrEnum  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Annotated  # noqa: E402
+
+import typer  # noqa: E402
+import typer.core  # noqa: E402
+
+from pipeline.errors import OptionError, RpmError  # noqa: E402
+from pipeline.paths import Workdir  # noqa: E402
 
 _debug = False  # set by the global --debug option for the running command
 # The parser's own exception class (click's, or the copy of click that newer typer releases carry).

@@ -40,12 +40,15 @@ def build_stage_model(cfg: TrainConfig, rf_channels: int = 10) -> nn.Module:
     return build_student(cfg)
 
 
-def stage_forward(model: nn.Module, batch: dict, cfg: TrainConfig, device, radar: bool = False) -> Tensor:
+def stage_forward(
+    model: nn.Module, batch: dict, cfg: TrainConfig, device, radar: bool = False, channels_last: bool = False
+) -> Tensor:
     """A trained model on a batch: the RF teacher (``radar``) on the radar window, a fusion model
-    (``uses_radar_at_test``) on video and radar, any other student on the video. (B, >= T - 1)."""
+    (``uses_radar_at_test``) on video and radar, any other student on the video (in ``channels_last_3d``
+    when the model is). (B, >= T - 1)."""
     if radar:
         return model(batch["rf"].to(device, non_blocking=True))
-    x = video_to_input(batch["video"], cfg.student_size, device)
+    x = video_to_input(batch["video"], cfg.student_size, device, channels_last=channels_last)
     if getattr(model, "uses_radar_at_test", False):
         return model(x, batch["rf"].to(device, non_blocking=True))
     return model(x)

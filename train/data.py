@@ -159,12 +159,19 @@ class WindowDataset(Dataset):
         }
 
 
-def video_to_input(video: torch.Tensor, size: int, device: torch.device) -> torch.Tensor:
-    """(B, T, H, W, 3) uint8 -> (B, 3, T, size, size) float in [0, 1] on ``device`` (area resize)."""
-    x = video.to(device, non_blocking=True).permute(0, 4, 1, 2, 3).float().div_(255.0)
-    b, c, t, h, w = x.shape
+def video_to_input(
+    video: torch.Tensor, size: int, device: torch.device, channels_last: bool = False
+) -> torch.Tensor:
+    """(B, T, H, W, 3) uint8 -> (B, 3, T, size, size) float in [0, 1] on ``device`` (area resize).
+
+    The frames are resized in their own (T, H, W, C) layout (a channels-last 2-D batch, no transpose).
+    ``channels_last``: return the tensor in ``torch.channels_last_3d`` memory format (the layout the
+    frames already have; what a channels-last student wants), else contiguous.
+    """
+    b, t, h, w, c = video.shape
+    frames = video.to(device, non_blocking=True).reshape(b * t, h, w, c).permute(0, 3, 1, 2)  # NCHW view
+    x = frames.float().div_(255.0)  # keeps the (N, H, W, C) memory order
     if (h, w) != (size, size):
-        x = x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
         x = torch.nn.functional.interpolate(x, size=(size, size), mode="area")
-        x = x.reshape(b, t, c, size, size).permute(0, 2, 1, 3, 4)
-    return x.contiguous()
+    x = x.permute(0, 2, 3, 1).reshape(b, t, size, size, c).permute(0, 4, 1, 2, 3)  # (B, C, T, S, S)
+    return x.contiguous(memory_format=torch.channels_last_3d if channels_last else torch.contiguous_format)

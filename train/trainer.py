@@ -41,10 +41,11 @@ import dataclasses
 import itertools
 import json
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -91,12 +92,23 @@ from train.runlog import RunLog, stop_if_not_finite
 
 @dataclass(frozen=True)
 class StepContext:
-    """How a stage's steps run: its config, the device, the process group and bf16 autocast."""
+    """How a stage's steps run: its config, the device, the process group, bf16 autocast and whether the
+    student and its input use the channels-last 3-D memory format (:func:`use_channels_last`)."""
 
     cfg: TrainConfig
     device: torch.device
     dist: DistInfo = DistInfo()
     amp: bool = False
+    channels_last: bool = False
+
+
+def use_channels_last(device: torch.device) -> bool:
+    """Whether the student runs in ``torch.channels_last_3d``: on CPU (measured faster, same results within
+    float rounding: ``bench/train_bench.py``), not elsewhere; ``RPM_CHANNELS_LAST=1`` / ``0`` overrides."""
+    env = os.environ.get("RPM_CHANNELS_LAST", "")
+    if env in ("0", "1"):
+        return env == "1"
+    return device.type == "cpu"
 
 
 @dataclass
@@ -114,6 +126,9 @@ class StudentState:
     teacher_tap: kd.FeatureTap | None = None  # fitnets hint layer
     meta: bool = False  # bilevel meta step every meta_interval steps
     trained: dict[str, nn.Module] = dataclasses.field(default_factory=dict)  # earlier stages' models, by kind
+    # The frozen teacher's waveform per clip (dataset index -> (T - 1,) fp32), computed once per clip;
+    # None: run the teacher on every batch (the reference path).
+    teacher_waves: dict[int, torch.Tensor] | None = field(default_factory=dict)
 
     def modules(self) -> dict[str, nn.Module]:
         pairs = (("model", self.student), ("policy", self.policy), ("aux", self.aux))
@@ -152,15 +167,22 @@ def seed_everything(seed: int) -> None:
 
 
 def build_student_state(
-    cfg: TrainConfig, teacher, device, trained: dict[str, nn.Module] | None = None
+    cfg: TrainConfig,
+    teacher,
+    device,
+    trained: dict[str, nn.Module] | None = None,
+    channels_last: bool = False,
 ) -> StudentState:
     """Student, policy and the method's auxiliary module, seeded, with their optimisers.
 
     ``trained``: the models of the run's earlier stages by kind (method fusion builds on the baseline).
+    ``channels_last``: the student's 5-D weights in ``torch.channels_last_3d`` (the values are the same).
     """
     seed_everything(cfg.seed)
     rf_channels = teacher.in_channels if teacher is not None else 10
     student = build_stage_model(cfg, rf_channels).to(device)
+    if channels_last:
+        student = student.to(memory_format=torch.channels_last_3d)
     st = StudentState(
         student,
         torch.optim.Adam(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay),
@@ -181,10 +203,39 @@ def meta_step(st: StudentState, train: Clips, val: Clips, ctx: StepContext) -> f
     return loss.item()
 
 
+def _student_input(video: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+    """(B, T, H, W, 3) uint8 frames -> the student's (B, 3, T, S, S) input, in the stage's memory format."""
+    return video_to_input(video, ctx.cfg.student_size, ctx.device, channels_last=ctx.channels_last)
+
+
 def _val_clips(val: dict, ctx: StepContext) -> Clips:
     y = val["bvp"].to(ctx.device, non_blocking=True)
     labeled = torch.ones(y.shape[0], dtype=torch.bool, device=ctx.device)
-    return Clips(video_to_input(val["video"], ctx.cfg.student_size, ctx.device), Targets(y, labeled))
+    return Clips(_student_input(val["video"], ctx), Targets(y, labeled))
+
+
+def teacher_wave(st: StudentState, batch: dict, ctx: StepContext, length: int) -> torch.Tensor:
+    """The frozen teacher's waveform (B, length) fp32 for ``batch["rf"]``.
+
+    With ``st.teacher_waves`` (a dict) each clip's waveform is computed once, on that clip alone (so the
+    value does not depend on which clips share its batch, and a resumed run recomputes the same values),
+    and reused at every later epoch: the teacher is frozen and in eval mode while the student trains, and a
+    clip's radar input never changes (augmentation only touches the teacher's own training). The batch
+    path (``teacher_waves`` None) is used for FitNets, whose hint tap needs the teacher's forward on the
+    batch, for a teacher in training mode and for batches without ``index``.
+    """
+    device = ctx.device
+    cache = st.teacher_waves
+    if cache is None or st.teacher_tap is not None or st.teacher.training or "index" not in batch:
+        rf = batch["rf"].to(device, non_blocking=True)
+        with torch.no_grad(), autocast(device, ctx.amp):
+            return to_fp32(st.teacher(rf)[:, :length])
+    keys = [int(i) for i in batch["index"]]
+    for key, clip in zip(keys, batch["rf"], strict=True):
+        if key not in cache:
+            with torch.no_grad(), autocast(device, ctx.amp):
+                cache[key] = to_fp32(st.teacher(clip[None].to(device))[0, :length])
+    return torch.stack([cache[k] for k in keys])
 
 
 def train_step(
@@ -201,15 +252,13 @@ def train_step(
     """
     cfg, device = ctx.cfg, ctx.device
     method = method_of(cfg)
-    x = video_to_input(batch["video"], cfg.student_size, device)
+    x = _student_input(batch["video"], ctx)
     y = batch["bvp"].to(device, non_blocking=True)
     targets = Targets(y, batch["labeled"].to(device, non_blocking=True), epoch=epoch)
     length = student_length(cfg)
     out: dict[str, float] = {}
     if method.teacher_wave:
-        rf = batch["rf"].to(device, non_blocking=True)
-        with torch.no_grad(), autocast(device, ctx.amp):
-            targets.wave = to_fp32(st.teacher(rf)[:, :length])
+        targets.wave = teacher_wave(st, batch, ctx, length)
     if st.meta and step % cfg.meta_interval == 0:
         out["meta_loss"] = meta_step(st, Clips(x, targets), _val_clips(next_val(), ctx), ctx)
     with autocast(device, ctx.amp):
@@ -293,7 +342,7 @@ def _validate(model, loader, ctx: StepContext, radar: bool = False) -> float:
     total = torch.zeros(2, dtype=torch.float64, device=device)
     for b in loader:
         with autocast(device, ctx.amp):
-            pred = stage_forward(model, b, cfg, device, radar)[:, : student_length(cfg)]
+            pred = stage_forward(model, b, cfg, device, radar, ctx.channels_last)[:, : student_length(cfg)]
         y = b["bvp"].to(device, non_blocking=True)
         total[0] += supervised_loss(to_fp32(pred), y, fs=cfg.fs).double() * y.shape[0]
         total[1] += y.shape[0]
@@ -362,7 +411,7 @@ class StudentTraining:
     ):
         self.stage, self.log = stage, log
         self.ctx = dataclasses.replace(ctx, cfg=stage.cfg)
-        self.st = build_student_state(stage.cfg, teacher, ctx.device, trained)
+        self.st = build_student_state(stage.cfg, teacher, ctx.device, trained, self.ctx.channels_last)
         seed = stage.cfg.seed
         self.loader, self.sampler = _shuffled_loader(stage.train, self.ctx, seed + 1)
         self.val_loader = _eval_loader(val_ds, self.ctx)
@@ -492,7 +541,7 @@ def train(cfg: TrainConfig, workdir: Workdir) -> Path:
 
 def _train(cfg: TrainConfig, workdir: Workdir, d: DistInfo) -> Path:
     device = pick_device(cfg.device, d.local_rank)
-    ctx = StepContext(cfg, device, d, cfg.amp and device.type == "cuda")
+    ctx = StepContext(cfg, device, d, cfg.amp and device.type == "cuda", use_channels_last(device))
     seed_everything(cfg.seed)
     plan = plan_run(cfg, workdir, needs_teacher=METHOD_IMPLS[cfg.method].needs_teacher)
     if d.main:

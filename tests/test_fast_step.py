@@ -1,0 +1,126 @@
+"""The optimised training step computes what the reference step computes (issue 15).
+
+Reference: contiguous student and input, the teacher run on every batch. Optimised: the channels-last 3-D
+student and input, the teacher's waveform cached per clip. Same seed -> losses and gradients equal within
+float rounding; the cached waveforms equal the batch ones; the fast input equals the old resize bit for bit.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from train.build import build_teacher
+from train.config import TrainConfig
+from train.data import video_to_input
+from train.distributed import DistInfo
+from train.trainer import StepContext, build_student_state, teacher_wave, train_step
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
+
+CPU = torch.device("cpu")
+
+
+def _batch(b: int = 2, t: int = 32, side: int = 96, seed: int = 0, first_index: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "video": torch.randint(0, 256, (b, t, side, side, 3), dtype=torch.uint8, generator=g),
+        "bvp": torch.sin(torch.arange(t) / 30.0 * 2 * torch.pi * 1.3).repeat(b, 1)
+        + 0.1 * torch.randn(b, t, generator=g),
+        "rf": torch.randn(b, 10, t, generator=g),
+        "labeled": torch.tensor([i % 2 == 0 for i in range(b)]),
+        "index": torch.arange(first_index, first_index + b),
+    }
+
+
+def _cfg(**change) -> TrainConfig:
+    base = dict(frames=32, stride=32, batch_size=2, student_size=72, lr=1e-3, teacher_widths=(8, 16), seed=5)
+    return TrainConfig(**{**base, **change})
+
+
+def _old_video_to_input(video, size):
+    """The resize before issue 15 (transposes, interpolate on a contiguous NCHW batch)."""
+    x = video.permute(0, 4, 1, 2, 3).float().div_(255.0)
+    b, c, t, h, w = x.shape
+    if (h, w) != (size, size):
+        x = x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="area")
+        x = x.reshape(b, t, c, size, size).permute(0, 2, 1, 3, 4)
+    return x.contiguous()
+
+
+@pytest.mark.parametrize("side", [72, 96, 128])
+def test_video_to_input_matches_the_old_resize_exactly(side):
+    video = _batch(side=side)["video"]
+    old = _old_video_to_input(video, 72)
+    for channels_last in (False, True):
+        new = video_to_input(video, 72, CPU, channels_last=channels_last)
+        assert torch.equal(new, old)
+        fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
+        assert new.is_contiguous(memory_format=fmt)
+
+
+def _teacher(cfg):
+    torch.manual_seed(0)
+    teacher = build_teacher(cfg).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def _step(cfg, teacher, fast: bool, batches, meta_every: int | None = None):
+    st = build_student_state(cfg, teacher, CPU, channels_last=fast)
+    if not fast:
+        st.teacher_waves = None
+    ctx = StepContext(cfg, CPU, DistInfo(), False, channels_last=fast)
+    val = _batch(seed=9, first_index=100)
+    torch.manual_seed(123)  # dropout masks
+    losses = [train_step(st, b, i, ctx, next_val=lambda: val) for i, b in enumerate(batches)]
+    grads = {k: p.grad.clone() for k, p in st.student.named_parameters() if p.grad is not None}
+    params = {k: p.detach().clone() for k, p in st.student.named_parameters()}
+    return losses, grads, params, st
+
+
+@pytest.mark.parametrize(
+    "change", [{"mode": "sup_only", "method": "supervised"}, {"method": "rpm-distill", "meta_interval": 1}]
+)
+def test_fast_step_equals_reference_step(change):
+    cfg = _cfg(**change)
+    teacher = _teacher(cfg)
+    # Learning rates 0: every step starts from the same weights, so each step is compared on its own (after
+    # an Adam step, rounding-level differences in near-zero gradients move weights by up to lr, and the
+    # runs drift apart as any two float orders of summation would). Two steps on the same clips: the second
+    # takes its teacher waveforms from the cache.
+    cfg = TrainConfig(**{**cfg.__dict__, "lr": 0.0, "policy_lr": 0.0})
+    batches = [_batch(seed=1), _batch(seed=1)]
+    ref_losses, ref_grads, ref_params, _ = _step(cfg, teacher, False, batches)
+    new_losses, new_grads, new_params, st = _step(cfg, teacher, True, batches)
+    assert [sorted(r) for r in ref_losses] == [sorted(n) for n in new_losses]
+    for ref, new in zip(ref_losses, new_losses, strict=True):
+        for k in ref:
+            assert new[k] == pytest.approx(ref[k], rel=1e-5, abs=1e-6), k
+    assert ref_grads.keys() == new_grads.keys() and ref_grads
+    for k, g in ref_grads.items():
+        scale = g.abs().max().clamp_min(1e-12)
+        assert ((new_grads[k] - g).abs().max() / scale) < 1e-3, k
+        assert torch.equal(new_params[k], ref_params[k]), k
+    if cfg.method == "rpm-distill":
+        assert sorted(st.teacher_waves) == [0, 1]
+
+
+def test_cached_teacher_wave_equals_the_batch_wave():
+    cfg = _cfg(method="rpm-distill")
+    teacher = _teacher(cfg)
+    st = build_student_state(cfg, teacher, CPU)
+    ctx = StepContext(cfg, CPU)
+    batch = _batch(b=3)
+    cached = teacher_wave(st, batch, ctx, 31)
+    st.teacher_waves = None
+    ref = teacher_wave(st, batch, ctx, 31)
+    assert cached.shape == ref.shape == (3, 31)
+    assert torch.allclose(cached, ref, rtol=1e-5, atol=1e-6)
+    # a teacher in training mode is never cached
+    st.teacher_waves = {}
+    teacher.train()
+    teacher_wave(st, batch, ctx, 31)
+    assert st.teacher_waves == {}
