@@ -22,11 +22,13 @@ tests; ``rpm train`` cuts its own).
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from pipeline.spectrum import zscore
 from pipeline.split import SyncShifts, session_windows
@@ -175,3 +177,46 @@ def video_to_input(
         x = torch.nn.functional.interpolate(x, size=(size, size), mode="area")
     x = x.permute(0, 2, 3, 1).reshape(b, t, size, size, c).permute(0, 4, 1, 2, 3)  # (B, C, T, S, S)
     return x.contiguous(memory_format=torch.channels_last_3d if channels_last else torch.contiguous_format)
+
+
+# ----------------------------------------------------------------------------------------------- loaders
+
+
+def shuffled_loader(ds, cfg, dist, device: torch.device, seed: int) -> tuple[DataLoader, DistributedSampler]:
+    """Shuffled batches of ``cfg.batch_size``; the order is a function of (seed, epoch) via
+    ``sampler.set_epoch``.
+
+    The same DistributedSampler serves one process (num_replicas 1) and DDP (each rank its share, padded
+    to equal length so every rank takes the same number of steps).
+    """
+    sampler = DistributedSampler(
+        ds, num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=seed, drop_last=False
+    )
+    loader = DataLoader(
+        ds,
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        num_workers=cfg.num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=cfg.num_workers > 0,
+    )
+    return loader, sampler
+
+
+def eval_loader(ds, cfg, dist, device: torch.device) -> DataLoader:
+    """Every window once (rank r takes windows r, r + world, ...); no padding, so means are exact."""
+    share = Subset(ds, list(range(dist.rank, len(ds), dist.world))) if dist.world > 1 else ds
+    return DataLoader(
+        share,
+        batch_size=cfg.batch_size,
+        shuffle=False,
+        num_workers=cfg.num_workers,
+        pin_memory=device.type == "cuda",
+    )
+
+
+def forever(loader: DataLoader, sampler: DistributedSampler, first_epoch: int) -> Iterator[dict]:
+    """Endless batches, reshuffled (deterministically) at every pass."""
+    for e in itertools.count(first_epoch):
+        sampler.set_epoch(e)
+        yield from loader

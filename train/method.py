@@ -34,7 +34,7 @@ from train.models import SpectralPolicy
 from train.physformer import physformer_loss
 
 if TYPE_CHECKING:
-    from train.trainer import StepContext, StudentState
+    from train.state import StepContext, StudentState
 
 
 @dataclass

@@ -18,9 +18,10 @@ Reads in execution order, from the innermost piece out:
 4. :func:`train`: everything is read and checked first (:func:`train.plan.plan_run`: split, windows,
    labelled subjects drawn with the seed, teacher cache, resume state), then the run is written.
 
-Config: :mod:`train.config`; devices and DDP: :mod:`train.distributed` (``torchrun --nproc-per-node N -m
-cli train ...``: one process per device, gradients averaged, rank 0 writes); files: :mod:`train.checkpoint`
-and :mod:`train.runlog`. The teacher is cached under ``runs/_teachers/<key>/`` and reused when dataset,
+Config: :mod:`train.config`; a stage's modules and optimisers: :mod:`train.state`; devices and DDP:
+:mod:`train.distributed` (``torchrun --nproc-per-node N -m cli train ...``: one process per device,
+gradients averaged, rank 0 writes); loaders: :mod:`train.data`; files: :mod:`train.checkpoint` and
+:mod:`train.runlog`. The teacher is cached under ``runs/_teachers/<key>/`` and reused when dataset,
 split, labelled subjects, seed and teacher settings match.
 
 Files in ``runs/<name>/``: ``teacher.pt``, ``student.pt``, ``baseline.pt`` (the selected model: best by
@@ -41,11 +42,9 @@ import dataclasses
 import itertools
 import json
 import math
-import os
-import random
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -53,22 +52,19 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
 from pipeline.paths import Workdir
-from train import kd
-from train.build import build_stage_model, build_teacher, stage_forward, student_length
+from train.build import build_teacher, stage_forward, student_length
 from train.checkpoint import (
-    CheckpointError,
     link_or_copy,
     load_model,
     save_checkpoint,
     save_training_state,
     set_rng_state,
 )
-from train.config import TrainConfig, first_line
-from train.data import video_to_input
+from train.config import TrainConfig
+from train.data import eval_loader, forever, shuffled_loader, video_to_input
 from train.distributed import (
     DistInfo,
     all_sum,
@@ -86,111 +82,9 @@ from train.method import METHOD_IMPLS, Clips, Targets, meta_loss, method_of, obj
 from train.models import rotate_iq
 from train.plan import RunPlan, Stage, plan_run
 from train.runlog import RunLog, stop_if_not_finite
+from train.state import StepContext, StudentState, build_student_state, seed_everything, use_channels_last
 
 # ----------------------------------------------------------------------------------------------- step
-
-
-@dataclass(frozen=True)
-class StepContext:
-    """How a stage's steps run: its config, the device, the process group, bf16 autocast and whether the
-    student and its input use the channels-last 3-D memory format (:func:`use_channels_last`)."""
-
-    cfg: TrainConfig
-    device: torch.device
-    dist: DistInfo = DistInfo()
-    amp: bool = False
-    channels_last: bool = False
-
-
-def use_channels_last(device: torch.device) -> bool:
-    """Whether the student runs in ``torch.channels_last_3d``: on CPU (measured faster, same results within
-    float rounding: ``bench/train_bench.py``), not elsewhere; ``RPM_CHANNELS_LAST=1`` / ``0`` overrides."""
-    env = os.environ.get("RPM_CHANNELS_LAST", "")
-    if env in ("0", "1"):
-        return env == "1"
-    return device.type == "cpu"
-
-
-@dataclass
-class StudentState:
-    """The modules and optimisers of one student stage."""
-
-    student: nn.Module
-    opt: torch.optim.Optimizer
-    teacher: nn.Module | None = None
-    policy: nn.Module | None = None  # spectral policy (rpm-distill)
-    policy_opt: torch.optim.Optimizer | None = None
-    aux: nn.Module | None = None  # fitnets regressor or the dml peer
-    aux_opt: torch.optim.Optimizer | None = None
-    student_tap: kd.FeatureTap | None = None  # fitnets guided layer
-    teacher_tap: kd.FeatureTap | None = None  # fitnets hint layer
-    meta: bool = False  # bilevel meta step every meta_interval steps
-    trained: dict[str, nn.Module] = dataclasses.field(default_factory=dict)  # earlier stages' models, by kind
-    # The frozen teacher's waveform per clip (dataset index -> (T - 1,) fp32), computed once per clip;
-    # None: run the teacher on every batch (the reference path).
-    teacher_waves: dict[int, torch.Tensor] | None = field(default_factory=dict)
-
-    def modules(self) -> dict[str, nn.Module]:
-        pairs = (("model", self.student), ("policy", self.policy), ("aux", self.aux))
-        return {k: m for k, m in pairs if m is not None}
-
-    def optimisers(self) -> dict[str, torch.optim.Optimizer]:
-        pairs = (
-            ("optimizer", self.opt),
-            ("policy_optimizer", self.policy_opt),
-            ("aux_optimizer", self.aux_opt),
-        )
-        return {k: o for k, o in pairs if o is not None}
-
-    def state_dicts(self) -> dict[str, dict]:
-        return {k: x.state_dict() for k, x in {**self.modules(), **self.optimisers()}.items()}
-
-    def load_state_dicts(self, state: dict, source: Path) -> None:
-        """Restore every module and optimiser from ``state`` (read from ``source``)."""
-        for name, x in {**self.modules(), **self.optimisers()}.items():
-            if name not in state:
-                raise CheckpointError(
-                    f"{source}: holds no {name!r} state for this stage (saved by another method?)"
-                )
-            try:
-                x.load_state_dict(state[name])
-            except (KeyError, ValueError, RuntimeError) as exc:
-                raise CheckpointError(
-                    f"{source}: its {name!r} state does not fit this stage ({first_line(exc)})"
-                ) from exc
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def build_student_state(
-    cfg: TrainConfig,
-    teacher,
-    device,
-    trained: dict[str, nn.Module] | None = None,
-    channels_last: bool = False,
-) -> StudentState:
-    """Student, policy and the method's auxiliary module, seeded, with their optimisers.
-
-    ``trained``: the models of the run's earlier stages by kind (method fusion builds on the baseline).
-    ``channels_last``: the student's 5-D weights in ``torch.channels_last_3d`` (the values are the same).
-    """
-    seed_everything(cfg.seed)
-    rf_channels = teacher.in_channels if teacher is not None else 10
-    student = build_stage_model(cfg, rf_channels).to(device)
-    if channels_last:
-        student = student.to(memory_format=torch.channels_last_3d)
-    st = StudentState(
-        student,
-        torch.optim.Adam(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay),
-        teacher=teacher,
-        trained=dict(trained or {}),
-    )
-    method_of(cfg).setup(st, cfg, device)
-    return st
 
 
 def meta_step(st: StudentState, train: Clips, val: Clips, ctx: StepContext) -> float:
@@ -292,47 +186,6 @@ def train_step(
 # ----------------------------------------------------------------------------------------------- loops
 
 
-def _shuffled_loader(ds, ctx: StepContext, seed: int) -> tuple[DataLoader, DistributedSampler]:
-    """Shuffled batches; the order is a function of (seed, epoch) via ``sampler.set_epoch``.
-
-    The same DistributedSampler serves one process (num_replicas 1) and DDP (each rank its share, padded
-    to equal length so every rank takes the same number of steps).
-    """
-    d = ctx.dist
-    sampler = DistributedSampler(
-        ds, num_replicas=d.world, rank=d.rank, shuffle=True, seed=seed, drop_last=False
-    )
-    loader = DataLoader(
-        ds,
-        batch_size=ctx.cfg.batch_size,
-        sampler=sampler,
-        num_workers=ctx.cfg.num_workers,
-        pin_memory=ctx.device.type == "cuda",
-        persistent_workers=ctx.cfg.num_workers > 0,
-    )
-    return loader, sampler
-
-
-def _eval_loader(ds, ctx: StepContext) -> DataLoader:
-    """Every window once (rank r takes windows r, r + world, ...); no padding, so means are exact."""
-    d = ctx.dist
-    share = Subset(ds, list(range(d.rank, len(ds), d.world))) if d.world > 1 else ds
-    return DataLoader(
-        share,
-        batch_size=ctx.cfg.batch_size,
-        shuffle=False,
-        num_workers=ctx.cfg.num_workers,
-        pin_memory=ctx.device.type == "cuda",
-    )
-
-
-def _forever(loader: DataLoader, sampler: DistributedSampler, first_epoch: int) -> Iterator[dict]:
-    """Endless batches, reshuffled (deterministically) at every pass."""
-    for e in itertools.count(first_epoch):
-        sampler.set_epoch(e)
-        yield from loader
-
-
 @torch.no_grad()
 def _validate(model, loader, ctx: StepContext, radar: bool = False) -> float:
     """Mean L_sup per window over the validation split (all ranks together)."""
@@ -357,8 +210,8 @@ def train_teacher(train_ds, val_ds, ctx: StepContext) -> tuple[nn.Module, list]:
     seed_everything(cfg.seed)
     teacher = build_teacher(cfg, rf_channels=int(train_ds[0]["rf"].shape[0])).to(device)
     opt = torch.optim.Adam(teacher.parameters(), lr=cfg.teacher_lr, weight_decay=cfg.teacher_weight_decay)
-    loader, sampler = _shuffled_loader(train_ds, ctx, cfg.seed)
-    val_loader = _eval_loader(val_ds, ctx)
+    loader, sampler = shuffled_loader(train_ds, cfg, ctx.dist, ctx.device, cfg.seed)
+    val_loader = eval_loader(val_ds, cfg, ctx.dist, ctx.device)
     rot_gen = torch.Generator()
     best, best_state, history = math.inf, None, []
     for epoch in tqdm(range(cfg.teacher_epochs), desc="teacher", unit="epoch", disable=not d.main):
@@ -413,9 +266,11 @@ class StudentTraining:
         self.ctx = dataclasses.replace(ctx, cfg=stage.cfg)
         self.st = build_student_state(stage.cfg, teacher, ctx.device, trained, self.ctx.channels_last)
         seed = stage.cfg.seed
-        self.loader, self.sampler = _shuffled_loader(stage.train, self.ctx, seed + 1)
-        self.val_loader = _eval_loader(val_ds, self.ctx)
-        self.meta_loader, self.meta_sampler = _shuffled_loader(val_ds, self.ctx, seed + 2)
+        self.loader, self.sampler = shuffled_loader(stage.train, stage.cfg, ctx.dist, ctx.device, seed + 1)
+        self.val_loader = eval_loader(val_ds, stage.cfg, ctx.dist, ctx.device)
+        self.meta_loader, self.meta_sampler = shuffled_loader(
+            val_ds, stage.cfg, ctx.dist, ctx.device, seed + 2
+        )
         self.last_path, self.best_path = out / f"{stage.kind}_last.pt", out / f"{stage.kind}.pt"
         self.epoch, self.step, self.best = 0, 0, math.inf
 
@@ -449,7 +304,7 @@ class StudentTraining:
         self.sampler.set_epoch(epoch)
         for m in st.modules().values():
             m.train()
-        val_iter = _forever(self.meta_loader, self.meta_sampler, 10_000 * epoch) if st.meta else None
+        val_iter = forever(self.meta_loader, self.meta_sampler, 10_000 * epoch) if st.meta else None
         rows = []
         bar = tqdm(
             itertools.islice(self.loader, steps_per_epoch),
