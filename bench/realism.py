@@ -51,7 +51,7 @@ SIZES = {  # per seed
     },
 }
 # RPM-Distill paper, Table 1 (unsupervised rows: MAE / RMSE / r per window) and Table 2
-# (FactorizePhys per condition on PhysDrive, MAE); see /work/shared/paper/rpm-distill-paper.txt.
+# (FactorizePhys per condition on PhysDrive, MAE).
 PUBLISHED = {
     "equipleth": {
         "POS": {"MAE": 4.64, "RMSE": 15.07, "r": 0.68},
