@@ -257,3 +257,14 @@ def test_gate_difference_needs_more_than_noise():
     assert gate_difference(clean + 0.1, clean)[0] == "higher"
     verdict, diff, se = gate_difference(clean[:20] - 0.001, clean[20:])
     assert verdict == "no different beyond noise" and abs(diff) < 2 * se
+
+
+def test_student_rows_are_named_for_their_method():
+    from train.config import METHODS as TRAIN_METHODS
+    from train.report.methods import METHODS, method_title
+
+    assert method_title("student", {"method": "rpm-distill"}) == METHODS["student"]
+    titles = {m: method_title("student", {"method": m}) for m in TRAIN_METHODS}
+    assert len(set(titles.values())) == len(TRAIN_METHODS)  # no two methods share a row label
+    assert titles["fitnets"].startswith("FitNets") and titles["dml"].startswith("DML")
+    assert method_title("baseline", {"method": "fitnets"}) == METHODS["baseline"]

@@ -48,12 +48,16 @@ DETAIL_METRICS = ("MAPE", "within10", "MAE_light", "MAE_medium", "MAE_dark", "fa
 STUDENT_ROWS = {
     "physformer": "PhysFormer (Yu et al. 2022; video only)",
     "fusion": "Fusion: Vilesov et al. 2022 (video + radar at test time)",
+    "supervised": "Student, supervised only (video only)",
+    "output-kd": "Output-KD student (waveform matching to the RF teacher; video only)",
+    "fitnets": "FitNets student (Romero et al. 2015; video only)",
+    "dml": "DML student (Zhang et al. 2018; video only)",
 }
 
 
 def method_title(key: str, config: dict) -> str:
     """The row label of ``key`` in a run or group with ``config``: :data:`METHODS`, except the student of a
-    physformer / fusion run (:data:`STUDENT_ROWS`)."""
+    run of another method than rpm-distill, named for its method (:data:`STUDENT_ROWS`)."""
     if key == "student" and config.get(METHOD) in STUDENT_ROWS:
         return STUDENT_ROWS[config[METHOD]]
     return METHODS[key]
