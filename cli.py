@@ -271,10 +271,11 @@ def synth(
     from pipeline.lock import hold_lock
     from pipeline.paths import check_output_dir, lock_beside
     from pipeline.synth import GENERATORS
+    from pipeline.synth.confounders import DIFFICULTIES
 
     check_synth_options(dataset, size, seconds, trials, sessions, crop_size)
-    if difficulty not in ("easy", "realistic"):
-        raise OptionError(f"--difficulty must be easy or realistic, got {difficulty!r}")
+    if difficulty not in DIFFICULTIES:
+        raise OptionError(f"--difficulty must be {' or '.join(DIFFICULTIES)}, got {difficulty!r}")
     target = out or Workdir.resolve(workdir).raw(dataset.value)
     check_output_dir(target, "--out")
     with hold_lock(lock_beside(target), f"synth folder {target}"):
