@@ -98,7 +98,9 @@ def meta_step(st: StudentState, train: Clips, val: Clips, ctx: StepContext) -> d
     st.policy_opt.zero_grad(set_to_none=True)
     surrogate.backward(inputs=list(st.policy.parameters()))
     sync_grads(st.policy.parameters(), ctx.dist)
-    norm = torch.linalg.vector_norm(torch.cat([p.grad.reshape(-1) for p in st.policy.parameters()]))
+    # None: a head the ablation leaves unused (--no-gate)
+    grads = [p.grad.reshape(-1) for p in st.policy.parameters() if p.grad is not None]
+    norm = torch.linalg.vector_norm(torch.cat(grads)) if grads else torch.zeros(())
     st.policy_opt.step()
     meta_loss, meta_grad_norm = torch.stack([loss.detach().float(), norm.detach().float()]).tolist()
     return {"meta_loss": meta_loss, "meta_grad_norm": meta_grad_norm}
