@@ -17,11 +17,15 @@ the matmul, so load changes on a shared machine hit them alike; medians are repo
 average before and after. The new tree's batches carry ``index``, so its teacher waveforms come from the
 per-clip cache after the first round (every epoch after the first). ``--profile`` writes
 bench/results/train_profile.txt (where a step's time goes); ``--contention`` measures a step beside 0, 1
-and 3 other CPU-bound training processes, with and without spin-waiting OpenMP threads.
+and 3 other CPU-bound training processes, with and without spin-waiting OpenMP threads; ``--meta-grad``
+writes bench/results/meta_grad_bench.json: the meta step (``train.trainer.meta_step``) with the exact
+second-order meta-gradient and with the finite-difference one, timed alternately in one process beside
+the plain steps, and how well the two policy gradients agree on the bench batch (cosine, relative error).
 
     .venv/bin/python bench/train_bench.py --old-tree ../speed_base            # CPU: T 128, B 4, 72 px
     .venv/bin/python bench/train_bench.py --profile
     .venv/bin/python bench/train_bench.py --contention
+    .venv/bin/python bench/train_bench.py --meta-grad --reps 5
     .venv/bin/python bench/train_bench.py --frames 256 --batch 8 --size 72 --device cuda   # paper settings
     .venv/bin/python bench/train_bench.py --frames 256 --batch 8 --size 128 --device cuda
 """
@@ -417,6 +421,80 @@ def profile_step(args) -> str:
     return "".join(lines)
 
 
+def meta_grad_compare(args) -> dict:
+    """Seconds per meta step, exact vs finite-difference (``TrainConfig.meta_grad``), in this process.
+
+    The rounds alternate exact, finite-difference, a plain distillation step (fixed weights) and an
+    rpm-distill step without meta step, so load changes on a shared machine hit them alike; medians. The
+    agreement of the two policy meta-gradients is measured once on the same batch, policy and RNG state.
+    """
+    sys.path.insert(0, str(REPO))
+    import dataclasses
+
+    import torch
+
+    from train.build import student_length
+    from train.method import Clips, Targets, meta_objective
+    from train.trainer import _student_input, _val_clips, meta_step, teacher_wave
+
+    torch.set_num_threads(args.threads)
+    w = Worker(
+        REPO, {"frames": args.frames, "batch": args.batch, "size": args.size}, args.device, args.threads
+    )
+    st, ctx = w.states["rpm_distill_meta_plus_real_step"]
+    contexts = {g: dataclasses.replace(ctx, cfg=dataclasses.replace(ctx.cfg, meta_grad=g)) for g in META}
+    batch = w.batch
+    x = _student_input(batch["video"], ctx)
+    targets = Targets(batch["bvp"].to(w.device), batch["labeled"].to(w.device))
+    targets.wave = teacher_wave(st, batch, ctx, student_length(ctx.cfg))
+    train, val = Clips(x, targets), _val_clips(batch, ctx)
+
+    grads = {}
+    for g, c in contexts.items():
+        torch.manual_seed(0)
+        _, surrogate = meta_objective(st.student, st.policy, train, val, c.cfg, c.amp)
+        parts = torch.autograd.grad(surrogate, list(st.policy.parameters()), allow_unused=True)
+        grads[g] = torch.cat([q.reshape(-1) for q in parts if q is not None]).double()
+    exact, fd = grads["exact"], grads["finite-difference"]
+    agreement = {
+        "cosine": float(torch.nn.functional.cosine_similarity(exact, fd, dim=0)),
+        "relative_error": float((fd - exact).norm() / exact.norm()),
+        "exact_norm": float(exact.norm()),
+    }
+    sync = torch.cuda.synchronize if w.device.type == "cuda" else (lambda: None)
+
+    def seconds(fn) -> float:
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        return time.perf_counter() - t0
+
+    jobs = {f"meta_step_{g}": (lambda c=c: meta_step(st, train, val, c)) for g, c in contexts.items()}
+    jobs |= {n: (lambda n=n: w.run(n)) for n in ("distill_fixed_weights", "rpm_distill_real_step")}
+    times: dict[str, list[float]] = {n: [] for n in jobs}
+    for rep in range(args.reps + 1):  # rep 0 warms up
+        for n, fn in jobs.items():
+            s = seconds(fn)
+            if rep > 0:
+                times[n].append(s)
+    med = {n: statistics.median(t) for n, t in times.items()}
+    plain = med["distill_fixed_weights"]
+    return {
+        "s_per_call": med,
+        "all_s": {n: [round(x, 3) for x in t] for n, t in times.items()},
+        "exact_over_finite_difference": med["meta_step_exact"] / med["meta_step_finite-difference"],
+        "meta_step_in_plain_distill_steps": {g: med[f"meta_step_{g}"] / plain for g in META},
+        "amortised_step_at_interval_10_in_plain_steps": {
+            g: (med["rpm_distill_real_step"] + med[f"meta_step_{g}"] / 10) / plain for g in META
+        },
+        "policy_gradient_agreement": agreement,
+    }
+
+
+META = ("exact", "finite-difference")
+
+
 SPIN_POLICIES = {
     "passive": (
         "no_spin (OMP_WAIT_POLICY=PASSIVE, KMP_BLOCKTIME=0)",
@@ -489,6 +567,9 @@ def main() -> None:
         default="passive,active",
         help="--contention: OpenMP wait policies, of passive,default,active",
     )
+    ap.add_argument(
+        "--meta-grad", action="store_true", help="meta step exact vs finite-difference only (this tree)"
+    )
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -520,6 +601,24 @@ def main() -> None:
     from train.distributed import pick_device
 
     device = pick_device(args.device)
+    if args.meta_grad:
+        result = {
+            "command": "python bench/train_bench.py " + " ".join(sys.argv[1:]),
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "torch_threads": args.threads,
+            "torch": torch.__version__,
+            "bf16_autocast": device.type == "cuda",
+            "shape": {"frames": args.frames, "batch": args.batch, "size": args.size},
+            "reps": args.reps,
+            "load_average_before": load(),
+            **meta_grad_compare(args),
+            "load_average_after": load(),
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+        }
+        path = args.out or RESULTS / "meta_grad_bench.json"
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result, indent=2))
+        return
     trees = {"new": REPO} if args.old_tree is None else {"old": args.old_tree.resolve(), "new": REPO}
     load_before = load()
     steps = bench_trees(args, trees, dict(NO_SPIN_ENV))

@@ -82,6 +82,7 @@ def test_log_steps_carry_the_gate_and_weights(written):
     assert steps
     for r in steps:
         assert set(schema.GATE_KEYS) <= set(r), sorted(r)
+    assert any(set(schema.META_KEYS) <= set(r) for r in steps), "meta steps log their loss and gradient norm"
     read = read_log_steps(run_dir)
     assert len(read) == len(steps) and set(schema.GATE_KEYS) <= set(read.columns)
 

@@ -106,7 +106,10 @@ def _check_equal_alpha(r, used):
 
 
 ABLATIONS = {
-    "full": ([], lambda r: ("meta_loss" in r) == (r["step"] % 2 == 0) and 0 < r["gate"] < 1),
+    "full": (
+        [],
+        lambda r: ("meta_loss" in r) == ("meta_grad_norm" in r) == (r["step"] % 2 == 0) and 0 < r["gate"] < 1,
+    ),
     "no-peak": (["--no-peak"], lambda r: r["alpha_peak"] == 0 and r["alpha_background"] > 0),
     "no-background": (["--no-background"], lambda r: r["alpha_background"] == 0 and r["alpha_peak"] > 0),
     "no-morphology": (["--no-morphology"], lambda r: r["alpha_morphology"] == 0 and r["alpha_peak"] > 0),

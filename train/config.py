@@ -39,6 +39,7 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
 
 
 MODES = ("distill", "sup_only", "distill_only")
+META_GRADS = ("finite-difference", "exact")  # TrainConfig.meta_grad
 METHODS = ("supervised", "rpm-distill", "output-kd", "fitnets", "dml", "physformer", "fusion")
 STUDENTS = ("factorizephys", "factorizephys-big", "physnet", "physformer")
 # Methods that train on labels alone (no distillation term, so nothing to learn in mode distill_only).
@@ -97,6 +98,10 @@ class TrainConfig:
     meta_interval: int = 10
     policy_lr: float = 1e-4
     virtual_lr: float | None = None  # None: same as lr
+    # How the meta step takes the policy's meta-gradient: finite-difference (default; a central difference
+    # of L_tr along the validation gradient, DARTS Sec. 2.3: about 3 plain steps) | exact (second order,
+    # backward through the virtual step with create_graph: about 5.7 plain steps). train/method.py.
+    meta_grad: str = "finite-difference"
     select: str = "best"  # best (lowest mean val L_sup) | last
     baseline: bool = True  # also train the supervised-only student
     max_steps_per_epoch: int | None = None
@@ -320,6 +325,7 @@ def _check_names(cfg: TrainConfig, where: Mapping[str, str]) -> None:
     _choice(cfg, "method", METHODS, where)
     _choice(cfg, "student", STUDENTS, where)
     _choice(cfg, "select", ("best", "last"), where)
+    _choice(cfg, "meta_grad", META_GRADS, where)
     try:
         json.dumps(cfg.extra, allow_nan=False)
     except (TypeError, ValueError) as exc:

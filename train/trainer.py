@@ -78,7 +78,7 @@ from train.distributed import (
     to_fp32,
 )
 from train.losses import supervised_loss
-from train.method import METHOD_IMPLS, Clips, Targets, meta_loss, method_of, objective
+from train.method import METHOD_IMPLS, Clips, Targets, meta_objective, method_of, objective
 from train.models import rotate_iq
 from train.plan import RunPlan, Stage, plan_run
 from train.runlog import RunLog, stop_if_not_finite
@@ -87,14 +87,23 @@ from train.state import StepContext, StudentState, build_student_state, seed_eve
 # ----------------------------------------------------------------------------------------------- step
 
 
-def meta_step(st: StudentState, train: Clips, val: Clips, ctx: StepContext) -> float:
-    """One bilevel policy update: :func:`meta_loss`, backward into the policy only, policy optimiser step."""
-    loss = meta_loss(st.student, st.policy, train, val, ctx.cfg, ctx.amp)
+def meta_step(st: StudentState, train: Clips, val: Clips, ctx: StepContext) -> dict[str, float]:
+    """One bilevel policy update: the meta-gradient by ``cfg.meta_grad`` (:func:`meta_objective`) into the
+    policy only, averaged over processes, then the policy optimiser's step.
+
+    Returns ``meta_loss`` (L_sup of the virtual student on ``val``) and ``meta_grad_norm`` (the global L2
+    norm of the policy's averaged meta-gradient, before the optimiser step).
+    """
+    loss, surrogate = meta_objective(st.student, st.policy, train, val, ctx.cfg, ctx.amp)
     st.policy_opt.zero_grad(set_to_none=True)
-    loss.backward(inputs=list(st.policy.parameters()))
+    surrogate.backward(inputs=list(st.policy.parameters()))
     sync_grads(st.policy.parameters(), ctx.dist)
+    # None: a head the ablation leaves unused (--no-gate)
+    grads = [p.grad.reshape(-1) for p in st.policy.parameters() if p.grad is not None]
+    norm = torch.linalg.vector_norm(torch.cat(grads)) if grads else torch.zeros(())
     st.policy_opt.step()
-    return loss.item()
+    meta_loss, meta_grad_norm = torch.stack([loss.detach().float(), norm.detach().float()]).tolist()
+    return {"meta_loss": meta_loss, "meta_grad_norm": meta_grad_norm}
 
 
 def _student_input(video: torch.Tensor, ctx: StepContext) -> torch.Tensor:
@@ -154,7 +163,7 @@ def train_step(
     if method.teacher_wave:
         targets.wave = teacher_wave(st, batch, ctx, length)
     if st.meta and step % cfg.meta_interval == 0:
-        out["meta_loss"] = meta_step(st, Clips(x, targets), _val_clips(next_val(), ctx), ctx)
+        out.update(meta_step(st, Clips(x, targets), _val_clips(next_val(), ctx), ctx))
     with autocast(device, ctx.amp):
         pred = method.predict(st, batch, x, targets, ctx)[:, :length]
     pred = to_fp32(pred)

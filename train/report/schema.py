@@ -10,7 +10,8 @@ Sources and their writers:
   ``train.trainer._write_run_config`` adds (:data:`RUN_CONFIG_EXTRA`);
 * ``runs/<name>/<kind>.pt``: :func:`train.checkpoint.save_checkpoint` (``config``; students ``policy``);
 * ``runs/<name>/log.jsonl``: :class:`train.runlog.RunLog` step records (``type``) with the policy's
-  gate and weights (:meth:`train.method.RpmDistill.term`: ``gate``, ``alpha_<component>``);
+  gate and weights (:meth:`train.method.RpmDistill.term`: ``gate``, ``alpha_<component>``) and, on meta
+  steps, :data:`META_KEYS` (:func:`train.trainer.meta_step`);
 * ``manifests/splits.csv``: ``rpm split`` (:data:`manifests.SPLIT_COLUMNS`);
 * ``manifests/<dataset>_sessions.csv``: ``rpm preprocess`` (:data:`manifests.SESSION_COLUMNS`);
 * ``data/<dataset>.zarr`` session attributes and arrays: :func:`pipeline.recipes.base.run_session`;
@@ -81,6 +82,9 @@ LOG_FILE = "log.jsonl"
 LOG_TYPE = "type"
 LOG_STEP = "step"  # the value of LOG_TYPE on per-step records
 GATE_KEYS = ("gate", *(f"alpha_{c}" for c in COMPONENTS))  # gate, alpha_peak, alpha_background, ...
+# On the step records of meta steps (train.trainer.meta_step): L_sup of the virtual student on the
+# validation batch, and the global L2 norm of the policy's meta-gradient.
+META_KEYS = ("meta_loss", "meta_grad_norm")
 
 # ------------------------------------------------------------------- manifests
 
