@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import pandas as pd
 import pytest
@@ -156,6 +156,48 @@ def test_paired_difference_without_a_difference_or_seeds():
     assert one.n == 1 and math.isnan(one.low) and "no interval" in one.verdict
     assert paired_difference({}, b).n == 0
     assert verdict(1.0, 0.5, 1.5) == "higher by 1.00 bpm, CI [+0.50, +1.50]"
+
+
+def fake_marker(wd, spec, mae: float, gates=(0.5, 0.4)) -> None:
+    """A finished run's marker as the runner writes it (metrics only), and a log.jsonl with gate steps."""
+    metrics = {
+        "student": {"MAE": mae, "RMSE": mae + 1, "r": 0.5, "n": 10},
+        "POS": {"MAE": 7.0, "RMSE": 8.0, "r": 0.1, "n": 10},
+    }
+    marker = {"run": spec.name, "config": json.loads(json.dumps(asdict(spec.config))), "train_seconds": 12.0,
+              "results": [{"dataset": "equipleth", "methods": list(metrics), "windows": [],
+                           "metrics": {"release": metrics}}]}  # fmt: skip
+    out = wd.runs / spec.name
+    out.mkdir(parents=True)
+    (out / MARKER).write_text(json.dumps(marker))
+    steps = [
+        {"type": "step", "stage": "student", "epoch": 0, "step": i, "gate": g} for i, g in enumerate(gates)
+    ]
+    (out / "log.jsonl").write_text("\n".join(map(json.dumps, steps)) + "\n")
+
+
+def test_report_tables_and_verdicts_from_markers(wd):
+    from train.study.report import write_study_report
+
+    plan = plan_study(wd, "shift", [1, 2, 3], config_path=wd.root / "tiny.toml",
+                      methods=["full-p0", "no-gate-p0", "full-p1", "no-gate-p1"])  # fmt: skip
+    for spec in plan.runs:  # no gate is 3 bpm worse at p 1 on every seed (+- 0.5), the same at p 0
+        p, seed = spec.config.shift_prob, spec.seed
+        worse = 3.0 + 0.5 * (seed - 2) if (p == 1.0 and not spec.config.gate) else 0.0
+        fake_marker(wd, spec, 10.0 + seed + worse + (0.01 * seed if not spec.config.gate else 0.0))
+    plan = plan_study(wd, "shift", [1, 2, 3], config_path=wd.root / "tiny.toml",
+                      methods=["full-p0", "no-gate-p0", "full-p1", "no-gate-p1"])  # fmt: skip
+    assert {r.status for r in plan.runs} == {"finished"}
+    md = write_study_report(plan, wd).read_text()
+    comps = pd.read_csv(wd.reports / "studies" / "shift" / "comparisons.csv").set_index("a")
+    assert comps.loc["no-gate-p1"].mean_diff_mae == pytest.approx(3.02)
+    assert comps.loc["no-gate-p1"].verdict.startswith("higher by 3.02 bpm, CI [")
+    # +0.01, +0.02, +0.03 bpm over the seeds: an interval that reaches 0
+    assert comps.loc["no-gate-p0"].verdict.startswith("no difference beyond seed noise (mean +0.02 bpm")
+    assert "| shift_prob | full MAE | no-gate MAE |" in md and "| 1 | 12.00 ± 1.00 | 15.02 ± 1.51 |" in md
+    assert "| POS (Wang et al. 2017) | 7.00 | 8.00 | 0.10 |" in md and "| full-p0 | 3 | 12.00 ± 1.00" in md
+    gate = pd.read_csv(wd.reports / "studies" / "shift" / "gate.csv")
+    assert len(gate) == 12 * 2 and set(gate.gate) == {0.5, 0.4}
 
 
 # --- the per-run sync-shift probability -------------------------------------------------------------------

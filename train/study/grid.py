@@ -32,9 +32,10 @@ STUDY_SIZES: dict[str, dict] = {
 }
 MIN_META_STEPS = 50  # the floor on policy updates per distillation run
 
-# Methods left out at cpu size unless ``--methods`` names them. PhysFormer has 7.4 M parameters at 128x128
-# input; one training step at batch 4, T 128 takes far longer than FactorizePhys's ~2.5 s on 2 cores
-# (docs/study.md), so 60 steps x 3 seeds alone would exceed the 90-minute budget of the cpu study.
+# Methods left out at cpu size unless ``--methods`` names them. PhysFormer has 7,380,865 parameters at 128x128
+# input: one training step (forward + backward + Adam) at batch 4, T 128 took 81-119 s on this 2-core machine
+# (measured 2026-11-30 with 2 threads while other jobs shared the cores, so perhaps a third of that alone),
+# against ~2.5 s for FactorizePhys: 60 steps x 3 seeds would take hours, far past the cpu study's 90 minutes.
 CPU_EXCLUDED = ("physformer",)
 
 LABEL_FRACTIONS = (0.2, 0.4, 0.6, 0.8, 1.0)

@@ -130,16 +130,38 @@ def _fmt(mean: float, sd: float, n: int) -> str:
 
 
 def _condition_table(plan: StudyPlan, part, runs: pd.DataFrame, dataset: str) -> list[str]:
-    md = [
-        "| condition | seeds | " + " | ".join(TABLE_METRICS) + " |",
-        "|---|---" + "|---" * len(TABLE_METRICS) + "|",
-    ]
+    """Rows = conditions; MAE, RMSE, r as mean ± sd over seeds; the mean training time of their runs."""
+    head = "| condition | seeds | " + " | ".join(TABLE_METRICS) + " | train s / run |"
+    md = [head, "|---|---" + "|---" * len(TABLE_METRICS) + "|---|"]
     for cond in part.conditions:
         cells, n = [], 0
         for metric in TABLE_METRICS:
             mean, sd, n = mean_sd(condition_values(plan, runs, cond.label, dataset, metric).values())
             cells.append(_fmt(mean, sd, n))
-        md.append(f"| {cond.label} | {n} | " + " | ".join(cells) + " |")
+        seconds = mean_sd(condition_values(plan, runs, cond.label, dataset, "train_seconds").values())[0]
+        took = f"{seconds:.0f}" if math.isfinite(seconds) else "n/a"
+        md.append(f"| {cond.label} | {n} | " + " | ".join(cells) + f" | {took} |")
+    return md
+
+
+def _axis_table(plan: StudyPlan, part, runs: pd.DataFrame, dataset: str) -> list[str]:
+    """The paper's layout of an axis study: rows = the axis value (labelled fraction, shift probability),
+    columns = the variants (distilled / supervised, full / no gate); cells MAE mean ± sd over seeds."""
+    rows: dict[object, dict[str, str]] = {}
+    variants: list[str] = []
+    for cond in part.conditions:
+        value = cond.config.get(part.axis)
+        variant = cond.label.rsplit("-", 1)[0].removesuffix("-p").removesuffix("-")
+        if variant not in variants:
+            variants.append(variant)
+        mean, sd, n = mean_sd(condition_values(plan, runs, cond.label, dataset, "MAE").values())
+        rows.setdefault(value, {})[variant] = _fmt(mean, sd, n)
+    md = [
+        f"| {part.axis} | " + " | ".join(f"{v} MAE" for v in variants) + " |",
+        "|---" * (len(variants) + 1) + "|",
+    ]
+    for value, cells in rows.items():
+        md.append(f"| {value:g} | " + " | ".join(cells.get(v, "n/a") for v in variants) + " |")
     return md
 
 
@@ -268,6 +290,8 @@ def write_study_report(plan: StudyPlan, workdir: Workdir, outcomes: list | None 
         md += [f"## Tested on {dataset}", ""]
         for part in plan.parts:
             md += [f"### {part.title}", ""]
+            if part.axis:
+                md += _axis_table(plan, part, runs, dataset) + [""]
             md += _condition_table(plan, part, runs, dataset) + [""]
             sub = comps[(comps.part == part.name) & (comps.dataset == dataset)]
             if len(sub):
