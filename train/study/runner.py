@@ -77,6 +77,9 @@ def _train_or_resume(spec: dict, wd: Workdir):
     cfg = resolve_config(dict(spec["overrides"]), config_file=spec.get("config_path"))
     out = wd.run(name)
     if (out / "config.json").is_file():
+        # A run that cannot start at all (no store, a bad split) fails here, before its folder is touched;
+        # only a refused resume (other config, unreadable checkpoints) leads to training it again.
+        plan_run(cfg, wd, needs_teacher=METHOD_IMPLS[cfg.method].needs_teacher)
         resumed = replace(cfg, resume=True)
         try:
             plan_run(resumed, wd, needs_teacher=METHOD_IMPLS[cfg.method].needs_teacher)
