@@ -1,7 +1,8 @@
 """``rpm``: robust remote physiological measurement with radar-to-video spectral distillation.
 
 Stages (each reads and writes under one working directory, see ``pipeline.paths``):
-synth -> preprocess -> split -> train -> report.  ``rpm demo`` chains them on CPU-sized data.
+synth -> preprocess -> split -> train -> report.  ``rpm demo`` chains them on CPU-sized data;
+``rpm study`` sweeps train + report over seeds and conditions.
 """
 
 from __future__ import annotations
@@ -542,6 +543,14 @@ def train(
         ),
     ] = None,
     meta_interval: Annotated[int | None, typer.Option(help="Steps between meta steps. (default 10)")] = None,
+    shift_prob: Annotated[
+        float | None,
+        typer.Option(
+            help="Share of the student's training windows whose radar is shifted by the split's shift "
+            "frames, drawn with the split's seed (the teacher trains on aligned windows). "
+            "(default: the split's --shift-prob)"
+        ),
+    ] = None,
     baseline: Annotated[
         bool | None, typer.Option("--baseline/--no-baseline", help="Also train the supervised-only student.")
     ] = None,
@@ -597,6 +606,7 @@ def train(
         policy=policy,
         bilevel=bilevel,
         meta_interval=meta_interval,
+        shift_prob=shift_prob,
         baseline=baseline,
         num_workers=num_workers,
         device=device,
@@ -612,6 +622,97 @@ def train(
     lock_run = int(os.environ.get("RANK", "0")) == 0
     with hold_lock(wd.run_lock(cfg.run_name), f"run {wd.run(cfg.run_name)}") if lock_run else nullcontext():
         run_training(cfg, wd)
+
+
+@app.command()
+def study(
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="methods (Table 1), labels (Table 2: labelled fraction 0.2-1.0), ablations (Table 4), "
+            "shift (Table 5: sync-shift probability 0-1 x {full, no gate}) or all (their union)."
+        ),
+    ],
+    seeds: Annotated[int, typer.Option(min=1, help="Training seeds per condition (the paper uses 5).")] = 3,
+    seed: Annotated[
+        int, typer.Option(min=0, help="First training seed: the seeds are SEED .. SEED + SEEDS - 1.")
+    ] = 1,
+    dataset: Annotated[
+        Dataset | None,
+        typer.Option(help="Dataset to train on; must be the split's (default: the split's)."),
+    ] = None,
+    protocol: Annotated[
+        str | None,
+        typer.Option(
+            help="fold, holdout or cross: checked against the split's; `rpm split --protocol` decides "
+            "(default: the split's)."
+        ),
+    ] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            help="auto (paper with a CUDA GPU, else cpu), cpu (the preset plus the cpu study size: "
+            "2 epochs x 30 steps, a meta step every step) or paper. (default: the --config file's, else auto)"
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="TOML file of TrainConfig keys for every run (over the preset and study size)."),
+    ] = None,
+    methods: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated condition labels to run (e.g. rpm-distill,supervised); default all "
+            "(at cpu size all but physformer)."
+        ),
+    ] = None,
+    scheduler: Annotated[
+        str,
+        typer.Option(
+            help="local (one run after another here) or a dask scheduler address tcp://host:port (one "
+            "run per worker; GPU runs ask for resources GPU=1: start workers with --resources GPU=1)."
+        ),
+    ] = "local",
+    device: Annotated[
+        str | None, typer.Option(help="auto, cpu or cuda for every run (default auto).")
+    ] = None,
+    workdir: WorkdirOpt = None,
+) -> None:
+    """Run the paper's comparisons as seeded, resumable sweeps and judge them with paired statistics.
+
+    Writes studies/<name>/plan.csv before training, then trains and scores each run (runs/study-...,
+    marked finished by runs/<run>/study_done.json; finished runs are skipped, unfinished ones resumed
+    or redone), then reports/studies/<name>/study.md, runs.csv, comparisons.csv, gate.csv and gate.png.
+    Every run is scored on the split's test windows; comparisons are paired across seeds (docs/study.md).
+    """
+    from pipeline.paths import check_output_dir
+    from train.study import run_study
+    from train.study.runner import check_scheduler
+
+    wd = Workdir.resolve(workdir)
+    check_scheduler(scheduler)
+    if device is not None:
+        check_device(device)
+    chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods is not None else None
+    if methods is not None and not chosen:
+        raise OptionError("--methods: give at least one condition label")
+    check_output_dir(wd.runs, "runs/")
+    check_output_dir(wd.reports, "reports/")
+    run_study(
+        name,
+        wd,
+        seeds=seeds,
+        seed=seed,
+        dataset=dataset.value if dataset is not None else None,
+        protocol=protocol,
+        preset=preset,
+        config_path=config,
+        methods=chosen,
+        scheduler=scheduler,
+        device=device,
+        debug=debug_wanted(),
+        log=typer.echo,
+    )
 
 
 @app.command()

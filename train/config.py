@@ -105,6 +105,9 @@ class TrainConfig:
     select: str = "best"  # best (lowest mean val L_sup) | last
     baseline: bool = True  # also train the supervised-only student
     max_steps_per_epoch: int | None = None
+    # sync-shift probability of the student's training windows; None: the split's schedule (splits.json).
+    # The shifts are drawn with the split's seed and shift frames either way; the teacher never sees them.
+    shift_prob: float | None = None
     num_workers: int = 0
     resume: bool = False  # continue runs/<name>/ from its last epoch checkpoints
     force: bool = False  # with resume: accept checkpoints saved under a different config (a warning only)
@@ -348,6 +351,8 @@ def _check_numbers(cfg: TrainConfig, where: Mapping[str, str]) -> None:
             raise bad(key, "at least 1")
     if cfg.num_workers < 0:
         raise bad("num_workers", "0 or more")
+    if cfg.shift_prob is not None and not (math.isfinite(cfg.shift_prob) and 0.0 <= cfg.shift_prob <= 1.0):
+        raise bad("shift_prob", "in [0, 1] (or unset: the split's schedule)")
     if not (math.isfinite(cfg.fs) and FS_RANGE[0] <= cfg.fs <= FS_RANGE[1]):
         raise bad("fs", f"a rate in [{FS_RANGE[0]:g}, {FS_RANGE[1]:g}] Hz (the 45-180 bpm band needs 6 Hz)")
     rates = ["lr", "teacher_lr", "policy_lr"] + (["virtual_lr"] if cfg.virtual_lr is not None else [])

@@ -148,14 +148,19 @@ def _run_data(cfg: TrainConfig, workdir: Workdir, meta: dict, splits: pd.DataFra
     """The run's windows, all cut by :func:`pipeline.split.session_windows` at the run's frames and stride.
 
     Labelled subjects: :func:`pipeline.split.labeled_subjects` over the split's training subjects with
-    the run's ``labeled_frac`` and ``seed``. Sync shifts: the split's schedule (``splits.json``), applied
-    to the student's training windows only; ``clips.csv`` is not read (where its frames and stride are
+    the run's ``labeled_frac`` and ``seed``. Sync shifts: the split's schedule (``splits.json``), or with
+    ``cfg.shift_prob`` set that probability with the split's shift seed and frames, applied to the
+    student's training windows only; ``clips.csv`` is not read (where its frames and stride are
     the run's, its training rows are exactly these windows).
     """
     train_rows = splits[splits.split == "train"]
     try:
         labeled = labeled_subjects(train_rows.subject.tolist(), cfg.labeled_frac, cfg.seed)
         shifts = SyncShifts.from_meta(meta, str(workdir.splits_meta))
+        if cfg.shift_prob is not None:  # the run's own probability, drawn with the split's seed and frames
+            drawn_with_seed = (meta.get("shift") or {}).get("seed") is not None
+            seed = shifts.seed if drawn_with_seed else int(meta.get("seed", 0))
+            shifts = SyncShifts(seed, cfg.shift_prob, shifts.frames)
     except SplitError as exc:
         raise TrainError(str(exc)) from None
     store = workdir.store(cfg.dataset)
