@@ -22,7 +22,7 @@ from pipeline.store import open_store
 from train.checkpoint import load_model
 from train.classical import rgb_trace
 from train.evaluate import hr_metrics
-from train.report.methods import BY_KEY
+from train.report.methods import BY_KEY, radar_attrs_present
 from train.report.runs import ReportError, read_splits
 from train.report.schema import CONFIG_JSON, DATASET, LABELED_SUBJECTS, SPLIT, SPLIT_DATASET, STORE_VIDEO
 from train.report.windows import predict_windows, release_windows
@@ -73,7 +73,8 @@ def train_window_hrs(workdir: Workdir, run_dir: Path, device="cpu", split: str =
     fft, pos = np.full(len(rows), np.nan), np.full(len(rows), np.nan)
     for s, idx in rows.groupby("session", sort=False).groups.items():
         starts = rows.loc[idx, "start"].tolist()
-        fft[idx] = BY_KEY["radar_fft"].radar_hr(root[s], starts, frames)
+        if radar_attrs_present(root[s]):  # else NaN: a store without the chest bin has no FFT estimate
+            fft[idx] = BY_KEY["radar_fft"].radar_hr(root[s], starts, frames)
         trace = rgb_trace(root[s][STORE_VIDEO][...])
         waves = np.stack([BY_KEY["POS"].classical(trace[a : a + frames], fs)[: frames - 1] for a in starts])
         pos[idx] = hr_batch(waves, fs=fs)

@@ -20,10 +20,16 @@ from train.report.schema import (
     METHOD,
     STORE_FPS,
     STORE_RADAR,
+    STORE_RADAR_ATTRS,
     STORE_RADAR_CHANNEL,
     STORE_RADAR_FPS,
     STORE_RADAR_OK,
 )
+
+
+def radar_attrs_present(group) -> bool:
+    """Whether a store session carries the attributes :func:`radar_fft_hr_session` reads."""
+    return all(k in group.attrs for k in STORE_RADAR_ATTRS)
 
 
 def radar_fft_hr_session(group, starts: list[int], window: int, **band) -> np.ndarray:

@@ -102,6 +102,7 @@ STORE_RADAR_OK = _among("radar_ok", SESSION_ARRAYS, "pipeline.store")
 STORE_RADAR_CHANNEL = "radar_channel"  # index of the chest bin on the bins axis
 STORE_RADAR_FPS = "radar_fps"
 STORE_FPS = "fps"
+STORE_RADAR_ATTRS = (STORE_RADAR_CHANNEL, STORE_RADAR_FPS)  # what the FFT radar row needs besides the arrays
 
 # ------------------------------------------------------------------- synth_truth.json (rpm synth)
 

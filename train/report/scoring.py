@@ -15,7 +15,7 @@ from pipeline.store import open_store
 from train.classical import min_frames, rgb_trace, skin_roi
 from train.evaluate import PROTOCOLS, fairness, hr_metrics, overlap_average, skin_group, whole_video_hr
 from train.report.gate import policy_outputs
-from train.report.methods import BY_KEY, CLASSICAL, NEURAL, RADAR_FREE, VIDEO_CLASSICAL
+from train.report.methods import BY_KEY, CLASSICAL, NEURAL, RADAR_FREE, VIDEO_CLASSICAL, radar_attrs_present
 from train.report.runs import (
     ReportError,
     load_run_models,
@@ -25,7 +25,7 @@ from train.report.runs import (
     run_config,
     test_sessions,
 )
-from train.report.schema import DATASET, STORE_BVP, STORE_VIDEO
+from train.report.schema import DATASET, STORE_BVP, STORE_RADAR_ATTRS, STORE_VIDEO
 from train.report.sessions import corrupted, load_truth, session_table
 from train.report.windows import predict_windows, release_windows, session_clips
 
@@ -152,7 +152,13 @@ def _release(run: RunInputs, dataset: str, test: list[str], root) -> tuple:
         cw = [BY_KEY[m].classical(traces[w.session][w.start : w.start + T], fs)[: T - 1] for w in ds.windows]
         waves[m] = np.stack(cw)
         rel[f"hr_{m}"] = hr_batch(waves[m], fs=fs)
+    no_radar = [s for s in test if not radar_attrs_present(root[s])]
     for m in RADAR_FREE:  # an HR per window, no waveform
+        if no_radar:
+            attrs = "/".join(STORE_RADAR_ATTRS)
+            skipped[m] = f"the store's session {no_radar[0]} lacks {attrs} (rerun rpm preprocess)"
+            run.log(f"  {run.run_dir.name}: {m} not evaluated on {dataset}: {skipped[m]}")
+            continue
         rel[f"hr_{m}"] = np.nan
         for s, idx in rel.groupby("session", sort=False).groups.items():
             rel.loc[idx, f"hr_{m}"] = BY_KEY[m].radar_hr(root[s], rel.loc[idx, "start"].tolist(), T)
@@ -177,7 +183,9 @@ def _whole_video(run: RunInputs, kinds: list[str], store, root, session: str, tr
     return full
 
 
-def _equipleth(run: RunInputs, kinds, dataset: str, test: list[str], traces: dict, sessions) -> pd.DataFrame:
+def _equipleth(
+    run: RunInputs, kinds, dataset: str, test: list[str], traces: dict, sessions, skipped: dict
+) -> pd.DataFrame:
     """EquiPleth protocol: whole-video prediction cut into 300-sample windows at stride 128 (the training-free
     radar rows: their HR on the same 300-frame windows, in the protocol's band)."""
     proto, fs = PROTOCOLS["equipleth"], run.cfg.fs
@@ -196,7 +204,7 @@ def _equipleth(run: RunInputs, kinds, dataset: str, test: list[str], traces: dic
                 block = pd.DataFrame({"session": s, "start": starts, "hr_true": hg})
             block[f"hr_{m}"] = hp
         if hr_gt is not None and len(hr_gt):
-            for m in RADAR_FREE:
+            for m in (m for m in RADAR_FREE if m not in skipped):
                 band = dict(lo_bpm=proto.lo_bpm, hi_bpm=proto.hi_bpm)
                 block[f"hr_{m}"] = BY_KEY[m].radar_hr(root[s], block.start.tolist(), proto.window, **band)
             block["subject"] = sessions.loc[s, "subject"]
@@ -269,10 +277,10 @@ def evaluate_dataset(run: RunInputs, dataset: str, test: list[str], truth: dict 
     rel, waves, skipped, examples, traces = _release(run, dataset, test, root)
     kinds = [k for k in run.models if k not in skipped]
     gate = _policy_gate(run, kinds, waves)
-    ep = _equipleth(run, kinds, dataset, test, traces, sessions)
+    ep = _equipleth(run, kinds, dataset, test, traces, sessions, skipped)
     windows = pd.concat([rel, ep], ignore_index=True)
     _annotate(windows, sessions, cfg.frames, cfg.fs, run.run_dir.name)
-    methods = [*kinds, *CLASSICAL]
+    methods = [*kinds, *(m for m in CLASSICAL if m not in skipped)]
     examples["skin_roi_share"] = {s: float(skin_roi(root[s][STORE_VIDEO][:64]).mean()) for s in test}
     return RunResult(
         name=run.run_dir.name,
