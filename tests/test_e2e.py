@@ -90,13 +90,13 @@ def test_report_has_finite_metrics(pipeline_dir):
     results = json.loads((wd / "reports" / "metrics.json").read_text())["runs"]["default"]["results"]
     for protocol in ("release", "equipleth"):
         metrics = results["equipleth"][protocol]
-        assert set(metrics) == {"student", "baseline", "teacher", "POS", "CHROM", "GREEN"}
+        assert set(metrics) == {"student", "baseline", "teacher", "radar_fft", "POS", "CHROM", "GREEN"}
         for m in metrics.values():
             assert m["n"] > 0
             for key in ("MAE", "RMSE", "STD"):
                 assert math.isfinite(m[key]) and m[key] >= 0
             assert m["r"] is None or -1 <= m["r"] <= 1  # null in JSON where Pearson is undefined
     md = (wd / "reports" / "report.md").read_text()
-    assert "RF teacher" in md and "POS" in md and "CHROM" in md
+    assert "RF teacher" in md and "Radar FFT" in md and "POS" in md and "CHROM" in md
     assert (wd / "reports" / "figures" / "agreement_student.png").is_file()
     assert "MAE" in out

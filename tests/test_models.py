@@ -237,6 +237,37 @@ def test_rf_teacher_structure():
     assert [(d.in_channels, d.out_channels) for d in deconvs] == [(64, 32), (32, 16)]
 
 
+def test_iq_phase_features_read_the_chest_phase_step_whatever_the_rotation_and_scale():
+    from train.models.rf_teacher import iq_phase_features
+
+    t = torch.arange(128, dtype=torch.float64) / 30.0
+    phase = 2.0 * torch.sin(2 * math.pi * 0.25 * t) + 0.3 * torch.sin(2 * math.pi * 1.2 * t)  # breath + beat
+    chest = 0.8 * torch.exp(1j * phase) + (0.5 - 0.2j)  # an arc about a static reflection's offset
+    other = 0.1 * torch.exp(1j * 0.01 * t)
+    z = torch.stack([chest, other])  # 2 bins
+    rf = torch.cat([z.real, z.imag]).float()[None]  # (1, 4, T): [I_0, I_1, Q_0, Q_1]
+    f = iq_phase_features(rf)
+    assert f.shape == (1, 4, 128) and f.dtype == torch.float32
+    # The first bin's phase step follows the chest's (the window mean is close to the arc's centre here).
+    step = torch.diff(phase).float()
+    assert torch.corrcoef(torch.stack([f[0, 0, 1:], step]))[0, 1] > 0.9
+    # A rotation of the I/Q plane and a change of scale leave the features as they were.
+    turned = rotate_iq(rf, torch.tensor([1.1])) * 1e5
+    assert torch.allclose(iq_phase_features(turned), f, atol=1e-3)  # float32 on a near-static bin
+
+
+def test_rf_teacher_phase_input_has_the_same_parameters_and_is_rotation_invariant():
+    iq, ph = RFTeacher(widths=(8, 16)), RFTeacher(widths=(8, 16), input_features="phase")
+    assert count_parameters(iq) == count_parameters(ph)
+    ph.eval()
+    x = torch.randn(3, 10, 64)
+    y = ph(x)
+    assert y.shape == (3, 64)
+    assert torch.allclose(ph(rotate_iq(x, torch.tensor([0.3, 2.0, -1.0]))), y, atol=1e-4)
+    with pytest.raises(ValueError, match="input_features"):
+        RFTeacher(input_features="fft")
+
+
 def test_rotate_iq_preserves_magnitude_and_identity():
     rf = torch.randn(3, 10, 20)
     theta = torch.tensor([0.3, -1.7, math.pi])

@@ -121,8 +121,14 @@ def test_report_writes_every_table_and_figure(report_dir):
         "## 6. Figures",
     ):
         assert heading in md
-    for method in ("RPM-Distill student", "supervised only", "RF teacher", "POS", "CHROM", "GREEN"):
+    rows = ("RPM-Distill student", "supervised only", "RF teacher", "Radar FFT", "POS", "CHROM", "GREEN")
+    for method in rows:
         assert method in md
+    # The training-free rows are shown once in each protocol's Table 1 however many groups there are (3).
+    for protocol in ("release", "equipleth"):
+        after = md.split(f"### Protocol `{protocol}`")[1].split("\n| method |", 1)[1]
+        table = after.split("\n\n")[0]
+        assert table.count("| Radar FFT") == 1 and table.count("| POS") == 1
     # Two seeds of the same config are one group with mean ± std; the ablation and shift rows exist.
     assert re.search(r"\| a1, a2 \| 1, 2 \|", md)
     assert "±" in md
@@ -179,10 +185,11 @@ def test_metrics_json_and_csv(report_dir):
     doc = json.loads((wd / "reports" / "metrics.json").read_text())
     assert set(doc["protocols"]) == {"release", "equipleth"}
     res = doc["runs"]["a1"]["results"]["equipleth"]
-    assert set(res["release"]) == {"student", "baseline", "teacher", "POS", "CHROM", "GREEN"}
+    assert set(res["release"]) == {"student", "baseline", "teacher", "radar_fft", "POS", "CHROM", "GREEN"}
     assert set(doc["runs"]["nogate"]["results"]["equipleth"]["release"]) == {
         "student",
         "teacher",
+        "radar_fft",
         "POS",
         "CHROM",
         "GREEN",
@@ -209,6 +216,17 @@ def test_metrics_json_and_csv(report_dir):
     a1 = windows[(windows.run == "a1") & (windows.protocol == "release")]
     assert a1.hr_POS.notna().all() and a1.hr_student.notna().all()
     assert set(a1.session) == {light, dark}
+    # The FFT radar row: the same windows, computed once per test set (equal across runs), and equal to
+    # train.radar_fft on the stored radar of each window.
+    from train.report.methods import radar_fft_hr_session
+
+    a2 = windows[(windows.run == "a2") & (windows.protocol == "release")]
+    assert np.allclose(a1.hr_radar_fft.to_numpy(), a2.hr_radar_fft.to_numpy(), equal_nan=True)
+    root = zarr.open_group(str(wd / "data" / "equipleth.zarr"), mode="r")
+    for s, g in a1.groupby("session"):
+        expected = radar_fft_hr_session(root[s], g.start.tolist(), FRAMES)
+        assert np.allclose(g.hr_radar_fft.to_numpy(), expected, equal_nan=True)
+    assert res["release"]["radar_fft"]["n"] == int(np.isfinite(a1.hr_radar_fft).sum()) > 0
     assert (
         len(windows[(windows.run == "a1") & (windows.protocol == "equipleth")]) == 2
     )  # 1 per 305-frame video
@@ -268,3 +286,41 @@ def test_student_rows_are_named_for_their_method():
     assert len(set(titles.values())) == len(TRAIN_METHODS)  # no two methods share a row label
     assert titles["fitnets"].startswith("FitNets") and titles["dml"].startswith("DML")
     assert method_title("baseline", {"method": "fitnets"}) == METHODS["baseline"]
+
+
+def test_train_subject_quality_scores_teacher_fft_and_pos_on_training_windows(report_dir):
+    from pipeline.paths import Workdir
+    from pipeline.spectrum import hr_batch
+    from train.classical import pos, rgb_trace
+    from train.evaluate import hr_metrics
+    from train.report.diagnostics import train_subject_quality, train_window_hrs
+    from train.report.methods import radar_fft_hr_session
+
+    wd, _, light, dark = report_dir
+    table = train_subject_quality(Workdir(wd), wd / "runs" / "a1")
+    assert list(table.columns) == ["source", "subjects", "n_windows", "mae", "rmse", "r"]
+    assert list(zip(table.source, table.subjects, strict=True)) == [
+        (s, g) for s in ("teacher", "radar_fft", "pos") for g in ("labelled", "unlabelled", "all")
+    ]
+    rows = train_window_hrs(Workdir(wd), wd / "runs" / "a1")
+    # Training sessions only, at the run's frames and stride; subject "1" is the run's labelled subject.
+    splits = pd.read_csv(wd / "manifests" / "splits.csv", dtype=str)
+    assert set(rows.session) == set(splits.session[splits.split == "train"])
+    assert not {light, dark} & set(rows.session)
+    assert (rows.groupby("session").start.diff().dropna() == 30).all()
+    assert (rows.labelled == (rows.subject == "1")).all()
+    n = table.set_index(["source", "subjects"]).n_windows
+    assert n["pos", "labelled"] + n["pos", "unlabelled"] == n["pos", "all"] == len(rows)
+    # Each source is what its own function gives on those windows, scored by the report's metrics.
+    root = zarr.open_group(str(wd / "data" / "equipleth.zarr"), mode="r")
+    s = rows.session.iloc[0]
+    one = rows[rows.session == s]
+    fft = radar_fft_hr_session(root[s], one.start.tolist(), FRAMES)
+    assert np.allclose(one.hr_radar_fft, fft, equal_nan=True)
+    trace = rgb_trace(root[s]["video"][...])
+    waves = np.stack([pos(trace[a : a + FRAMES], 30.0)[: FRAMES - 1] for a in one.start])
+    assert np.allclose(one.hr_pos, hr_batch(waves, fs=30.0))
+    for source in ("teacher", "pos"):
+        got = table[(table.source == source) & (table.subjects == "all")].iloc[0]
+        ref = hr_metrics(rows[f"hr_{source}"].to_numpy(), rows.hr_true.to_numpy())
+        assert got.mae == pytest.approx(ref["MAE"]) and got.rmse == pytest.approx(ref["RMSE"])

@@ -215,7 +215,9 @@ def test_teacher_cache_reused_and_keyed(wd):
     assert all(torch.equal(a[k], b[k]) for k in a)
     cfg = resolve_config({"preset": "cpu"})
     key = teacher_cache_key(cfg, "sha", ["1"])[0]
-    for change in ({"seed": 4}, {"labeled_frac": 0.5}, {"teacher_epochs": 2}, {"dataset": "physdrive"}):
+    changes = ({"seed": 4}, {"labeled_frac": 0.5}, {"teacher_epochs": 2}, {"dataset": "physdrive"})
+    changes += ({"teacher_input": "iq"},)  # the cpu preset's teacher reads phase
+    for change in changes:
         other = TrainConfig(**{**cfg.__dict__, **change})
         assert teacher_cache_key(other, "sha", ["1"])[0] != key, change
     assert teacher_cache_key(cfg, "sha2", ["1"])[0] != key

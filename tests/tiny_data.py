@@ -58,6 +58,7 @@ def write_tiny_dataset(
                 "fps": 30,
                 "radar_fps": 120,
                 "radar_bin": 10,
+                "radar_channel": 2,
                 "subject": str(s),
                 "trial": 1,
                 "skin_type": 3,

@@ -65,4 +65,5 @@ def student_length(cfg: TrainConfig) -> int:
 
 def build_teacher(cfg: TrainConfig, rf_channels: int = 10) -> RFTeacher:
     """The RF teacher for (B, rf_channels, T) radar windows: 2 x range bins (EquiPleth 10, PhysDrive 16)."""
-    return RFTeacher(in_channels=rf_channels, widths=tuple(cfg.teacher_widths))
+    widths = tuple(cfg.teacher_widths)
+    return RFTeacher(in_channels=rf_channels, widths=widths, input_features=cfg.teacher_input)

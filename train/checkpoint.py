@@ -226,6 +226,7 @@ def teacher_cache_key(cfg: TrainConfig, splits_sha256: str, labeled: list[str]) 
         "teacher_epochs": cfg.teacher_epochs,
         "teacher_lr": cfg.teacher_lr,
         "teacher_weight_decay": cfg.teacher_weight_decay,
+        "teacher_input": cfg.teacher_input,
         "select": cfg.select,
     }
     key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]

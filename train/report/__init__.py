@@ -5,7 +5,8 @@ evaluated under both windowing protocols of :data:`train.evaluate.PROTOCOLS` (``
 windows at stride 30; ``equipleth``: whole-video prediction, 300-sample windows at stride 128) for
 
 * the run's checkpoints: the distilled student, the supervised-only student and the RF teacher;
-* the classical baselines POS, CHROM and GREEN (:mod:`train.classical`) on the same windows.
+* the classical baselines POS, CHROM and GREEN (:mod:`train.classical`) and the training-free FFT radar
+  baseline (:mod:`train.radar_fft`, radar at test time) on the same windows.
 
 Runs whose configs differ only by seed (and run name / device / labelled subjects) form a group;
 a group's numbers are mean +- std over its seeds. Outputs, under ``reports/``:
@@ -34,6 +35,8 @@ Modules, in the order the report is made:
 * :mod:`~train.report.tables`, :mod:`~train.report.gate`, :mod:`~train.report.figures`: report.md's
   tables, the policy gate section and the figures;
 * :mod:`~train.report.outputs`, :mod:`~train.report.make`: metrics files and :func:`make_report`.
+* :mod:`~train.report.diagnostics`: a run's teacher against the FFT radar and POS on its *training*
+  windows (:func:`~train.report.diagnostics.train_subject_quality`; not part of ``report.md``).
 """
 
 from train.report.gate import gate_difference

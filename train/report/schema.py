@@ -101,6 +101,12 @@ STORE_SKIN_TYPE = "skin_type"
 STORE_CONDITIONS = "conditions"  # a dict of the manifest's condition columns
 STORE_VIDEO = _among("video", SESSION_ARRAYS, "pipeline.store")
 STORE_BVP = _among("bvp", SESSION_ARRAYS, "pipeline.store")
+STORE_RADAR = _among("radar", SESSION_ARRAYS, "pipeline.store")  # (T_rf, 2, bins) I/Q (the FFT radar row)
+STORE_RADAR_OK = _among("radar_ok", SESSION_ARRAYS, "pipeline.store")
+STORE_RADAR_CHANNEL = "radar_channel"  # index of the chest bin on the bins axis
+STORE_RADAR_FPS = "radar_fps"
+STORE_FPS = "fps"
+STORE_RADAR_ATTRS = (STORE_RADAR_CHANNEL, STORE_RADAR_FPS)  # what the FFT radar row needs besides the arrays
 
 # ------------------------------------------------------------------- synth_truth.json (rpm synth)
 

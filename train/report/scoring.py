@@ -15,7 +15,7 @@ from pipeline.store import open_store
 from train.classical import min_frames, rgb_trace, skin_roi
 from train.evaluate import PROTOCOLS, fairness, hr_metrics, overlap_average, skin_group, whole_video_hr
 from train.report.gate import policy_outputs
-from train.report.methods import BY_KEY, CLASSICAL, NEURAL
+from train.report.methods import BY_KEY, CLASSICAL, NEURAL, RADAR_FREE, VIDEO_CLASSICAL, radar_attrs_present
 from train.report.runs import (
     ReportError,
     load_run_models,
@@ -25,7 +25,7 @@ from train.report.runs import (
     run_config,
     test_sessions,
 )
-from train.report.schema import DATASET, STORE_BVP, STORE_VIDEO
+from train.report.schema import DATASET, STORE_BVP, STORE_RADAR_ATTRS, STORE_VIDEO
 from train.report.sessions import corrupted, load_truth, session_table
 from train.report.windows import predict_windows, release_windows, session_clips
 
@@ -148,10 +148,20 @@ def _release(run: RunInputs, dataset: str, test: list[str], root) -> tuple:
     rel["hr_true"] = hr_batch(gt_waves, fs=fs)
     waves, skipped = _trained_waves(run, ds, dataset, rel, fs)
     traces = {s: rgb_trace(root[s][STORE_VIDEO][...]) for s in test}
-    for m in CLASSICAL:
+    for m in VIDEO_CLASSICAL:
         cw = [BY_KEY[m].classical(traces[w.session][w.start : w.start + T], fs)[: T - 1] for w in ds.windows]
         waves[m] = np.stack(cw)
         rel[f"hr_{m}"] = hr_batch(waves[m], fs=fs)
+    no_radar = [s for s in test if not radar_attrs_present(root[s])]
+    for m in RADAR_FREE:  # an HR per window, no waveform
+        if no_radar:
+            attrs = "/".join(STORE_RADAR_ATTRS)
+            skipped[m] = f"the store's session {no_radar[0]} lacks {attrs} (rerun rpm preprocess)"
+            run.log(f"  {run.run_dir.name}: {m} not evaluated on {dataset}: {skipped[m]}")
+            continue
+        rel[f"hr_{m}"] = np.nan
+        for s, idx in rel.groupby("session", sort=False).groups.items():
+            rel.loc[idx, f"hr_{m}"] = BY_KEY[m].radar_hr(root[s], rel.loc[idx, "start"].tolist(), T)
     rel["protocol"] = "release"
     return rel, waves, skipped, _examples(ds, gt_waves, waves, fs), traces
 
@@ -168,13 +178,16 @@ def _whole_video(run: RunInputs, kinds: list[str], store, root, session: str, tr
         model, kcfg, _ = run.models[kind]
         pw = predict_windows(kind, model, kcfg, sds, run.device)
         full[kind] = overlap_average(pw, [w.start for w in sds.windows], n - 1)
-    for m in CLASSICAL:
+    for m in VIDEO_CLASSICAL:
         full[m] = BY_KEY[m].classical(trace, fs)[: n - 1]
     return full
 
 
-def _equipleth(run: RunInputs, kinds, dataset: str, test: list[str], traces: dict, sessions) -> pd.DataFrame:
-    """EquiPleth protocol: whole-video prediction cut into 300-sample windows at stride 128."""
+def _equipleth(
+    run: RunInputs, kinds, dataset: str, test: list[str], traces: dict, sessions, skipped: dict
+) -> pd.DataFrame:
+    """EquiPleth protocol: whole-video prediction cut into 300-sample windows at stride 128 (the training-free
+    radar rows: their HR on the same 300-frame windows, in the protocol's band)."""
     proto, fs = PROTOCOLS["equipleth"], run.cfg.fs
     store = run.workdir.store(dataset)
     root = open_store(store, "r")
@@ -191,6 +204,9 @@ def _equipleth(run: RunInputs, kinds, dataset: str, test: list[str], traces: dic
                 block = pd.DataFrame({"session": s, "start": starts, "hr_true": hg})
             block[f"hr_{m}"] = hp
         if hr_gt is not None and len(hr_gt):
+            for m in (m for m in RADAR_FREE if m not in skipped):
+                band = dict(lo_bpm=proto.lo_bpm, hi_bpm=proto.hi_bpm)
+                block[f"hr_{m}"] = BY_KEY[m].radar_hr(root[s], block.start.tolist(), proto.window, **band)
             block["subject"] = sessions.loc[s, "subject"]
             rows.append(block)
     ep = pd.concat(rows) if rows else pd.DataFrame(columns=["session", "start", "hr_true", "subject"])
@@ -214,19 +230,22 @@ def _annotate(windows: pd.DataFrame, sessions: pd.DataFrame, T: int, fs: float, 
 
 
 def _metrics(windows: pd.DataFrame, methods: list[str]) -> dict:
-    """protocol -> method -> HR and fairness metrics over its windows ({"n": 0} without any)."""
+    """protocol -> method -> HR and fairness metrics over its windows ({"n": 0} without any).
+
+    A window without an estimate (NaN: the FFT radar row where the radar saw nothing) is left out of that
+    method's metrics; its ``n`` counts the windows kept.
+    """
     metrics = {}
     for p in PROTOCOLS:
         sub = windows[windows.protocol == p]
         metrics[p] = {}
         for m in methods:
-            if len(sub) == 0 or f"hr_{m}" not in sub:
+            keep = sub[np.isfinite(sub[f"hr_{m}"].to_numpy(np.float64))] if f"hr_{m}" in sub else sub.iloc[:0]
+            if len(keep) == 0:
                 metrics[p][m] = {"n": 0}
                 continue
-            metrics[p][m] = {
-                **hr_metrics(sub[f"hr_{m}"].to_numpy(), sub.hr_true.to_numpy()),
-                **fairness(sub[f"hr_{m}"].to_numpy(), sub.hr_true.to_numpy(), sub.skin_type.to_numpy()),
-            }
+            est, gt = keep[f"hr_{m}"].to_numpy(np.float64), keep.hr_true.to_numpy()
+            metrics[p][m] = {**hr_metrics(est, gt), **fairness(est, gt, keep.skin_type.to_numpy())}
     return metrics
 
 
@@ -258,10 +277,10 @@ def evaluate_dataset(run: RunInputs, dataset: str, test: list[str], truth: dict 
     rel, waves, skipped, examples, traces = _release(run, dataset, test, root)
     kinds = [k for k in run.models if k not in skipped]
     gate = _policy_gate(run, kinds, waves)
-    ep = _equipleth(run, kinds, dataset, test, traces, sessions)
+    ep = _equipleth(run, kinds, dataset, test, traces, sessions, skipped)
     windows = pd.concat([rel, ep], ignore_index=True)
     _annotate(windows, sessions, cfg.frames, cfg.fs, run.run_dir.name)
-    methods = [*kinds, *CLASSICAL]
+    methods = [*kinds, *(m for m in CLASSICAL if m not in skipped)]
     examples["skin_roi_share"] = {s: float(skin_roi(root[s][STORE_VIDEO][:64]).mean()) for s in test}
     return RunResult(
         name=run.run_dir.name,
