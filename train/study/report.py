@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.errors import RpmError
 from pipeline.paths import Workdir
+from train.config import first_line
 from train.evaluate import PROTOCOLS
 from train.report.methods import METHODS
 from train.report.runs import read_log_steps
@@ -236,14 +238,17 @@ def _training_subjects(plan: StudyPlan, workdir: Workdir) -> list[str]:
         from train.report.diagnostics import train_subject_quality
     except ImportError:
         return md + ["Missing: this build has no `train.report.diagnostics.train_subject_quality`.", ""]
-    frames = []
+    frames, skipped = [], []
     for r in plan.runs:
         if r.teacher_key and read_marker(workdir, r.name) is not None and r.after is None:
-            frames.append(
-                train_subject_quality(workdir, workdir.runs / r.name).assign(run=r.name, seed=r.seed)
-            )
+            try:
+                quality = train_subject_quality(workdir, workdir.runs / r.name)
+            except RpmError as exc:  # e.g. a run folder without its checkpoints: say so, keep the report
+                skipped.append(f"- `{r.name}`: not scored: {first_line(exc)}")
+                continue
+            frames.append(quality.assign(run=r.name, seed=r.seed))
     if not frames:
-        return md + ["No finished run with a teacher.", ""]
+        return md + ["No finished run with a teacher could be scored.", "", *skipped, ""]
     df = pd.concat(frames, ignore_index=True)
     md += ["One row per teacher (the first run of each teacher key) and source; MAE and RMSE in bpm.", ""]
     md += ["| run | source | subjects | windows | MAE | RMSE | r |", "|---|---|---|---|---|---|---|"]
@@ -252,7 +257,7 @@ def _training_subjects(plan: StudyPlan, workdir: Workdir) -> list[str]:
             f"| {row.run} | {row.source} | {row.subjects} | {row.n_windows} | {row.mae:.2f} | "
             f"{row.rmse:.2f} | {row.r:.3f} |"
         )
-    return md + [""]
+    return md + ["", *skipped, ""] if skipped else md + [""]
 
 
 def write_study_report(plan: StudyPlan, workdir: Workdir, outcomes: list | None = None) -> Path:
