@@ -652,7 +652,7 @@ def study(
         str | None,
         typer.Option(
             help="auto (paper with a CUDA GPU, else cpu), cpu (the preset plus the cpu study size: "
-            "2 epochs x 30 steps, a meta step every step) or paper. (default: the --config file's, else auto)"
+            "2 epochs x 50 steps, a meta step every 2) or paper. (default: the --config file's, else auto)"
         ),
     ] = None,
     config: Annotated[
