@@ -11,7 +11,9 @@ taken by :func:`pipeline.recipes.base.run_recipe`; remote fsspec stores are not 
 (``manifests/split.lock``) and a ``rpm synth`` target (``<out>.lock``).
 
 A second process asking for a lock that is held stops at once with :class:`LockedError`, a one-line
-message naming the lock file and the PID of its holder; it never waits. The kernel drops a flock when
+message naming the lock file and the PID of its holder. Only with ``wait=True`` (the teacher cache's
+``runs/_teachers/<key>.lock``, taken by ``rpm train`` while it trains a teacher nobody has cached yet) does it
+print one line on stderr naming the holder and block until the lock is free. The kernel drops a flock when
 its holder exits however it exits (SIGKILL included), so a lock never goes stale: the file a killed run
 leaves behind is simply taken over by the next run. The holder deletes the file as it releases the lock,
 so a finished or refused command leaves nothing behind. flock is advisory and per machine: processes on
@@ -21,6 +23,7 @@ other hosts sharing a network file system may not see each other's locks.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,12 +50,15 @@ def _holder(fd: int) -> str:
 
 
 @contextmanager
-def hold_lock(path: str | Path, what: str) -> Iterator[Path]:
+def hold_lock(path: str | Path, what: str, wait: bool = False) -> Iterator[Path]:
     """Hold the exclusive lock ``path`` for the ``with`` block, or raise :class:`LockedError` at once if
     another process (or another ``hold_lock`` of this process) holds it. ``what`` names the locked thing
-    in the message, e.g. ``"store data/x.zarr"``. The lock file, and any of its parent folders made for
-    it that are still empty, are removed on release."""
+    in the message, e.g. ``"store data/x.zarr"``. With ``wait=True`` a held lock is waited for instead:
+    one line ``<what>: waiting for another rpm process (PID n, lock <path>)`` on stderr, then the call
+    blocks until the holder lets go (a holder in this same process would block it forever). The lock
+    file, and any of its parent folders made for it that are still empty, are removed on release."""
     path = Path(path)
+    told = False
     if fcntl is None:  # pragma: no cover
         yield path
         return
@@ -67,11 +73,21 @@ def hold_lock(path: str | Path, what: str) -> Iterator[Path]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _holder(fd)
-            os.close(fd)
-            raise LockedError(
-                f"{what} is in use by another rpm process ({holder}, lock {path}); "
-                "wait for it to finish, then rerun"
-            ) from None
+            if wait:
+                if not told:
+                    print(f"{what}: waiting for another rpm process ({holder}, lock {path})", file=sys.stderr)
+                    told = True
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                except BaseException:
+                    os.close(fd)
+                    raise
+            else:
+                os.close(fd)
+                raise LockedError(
+                    f"{what} is in use by another rpm process ({holder}, lock {path}); "
+                    "wait for it to finish, then rerun"
+                ) from None
         except BaseException:
             os.close(fd)
             raise

@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -339,6 +340,19 @@ def test_a_killed_holder_never_leaves_a_stale_lock(tmp_path):
         assert lock.read_text().strip() == str(holder.pid)  # the file stays ...
         with hold_lock(lock, "store s.zarr"):  # ... but the kernel released the lock
             assert lock.read_text().strip() == str(os.getpid())
+    assert not lock.exists()
+
+
+def test_a_waiting_lock_names_its_holder_and_is_taken_when_freed(tmp_path, capsys):
+    lock = tmp_path / "k.lock"
+    with held_elsewhere(lock) as holder:
+        t0 = time.monotonic()
+        threading.Timer(1.0, holder.stdin.close).start()  # the holder lets go after a second
+        with hold_lock(lock, "thing k", wait=True):
+            assert time.monotonic() - t0 >= 1.0
+            assert lock.read_text().strip() == str(os.getpid())
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"thing k: waiting for another rpm process (PID {holder.pid}, lock {lock})"]
     assert not lock.exists()
 
 

@@ -1,5 +1,6 @@
 """train/trainer.py on a tiny generated dataset (CPU): config, ablations, KD baselines, resume, NaN stop,
-teacher cache, DDP on gloo, and (slow) a short training that beats the untrained student."""
+teacher cache (and, slow, two runs at once sharing one teacher), DDP on gloo, and (slow) a short training
+that beats the untrained student."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,7 @@ from tiny_data import tiny_train_toml, write_tiny_dataset, write_tiny_sessions_m
 from typer.testing import CliRunner
 
 from cli import app
+from pipeline.lock import hold_lock
 from train import checkpoint, distributed, method, plan, trainer
 from train.build import build_student
 from train.checkpoint import load_model, save_checkpoint, teacher_cache_key
@@ -223,6 +226,51 @@ def test_teacher_cache_reused_and_keyed(wd):
     assert teacher_cache_key(cfg, "sha2", ["1"])[0] != key
     assert teacher_cache_key(cfg, "sha", ["1", "2"])[0] != key
     assert teacher_cache_key(TrainConfig(**{**cfg.__dict__, "epochs": 9}), "sha", ["1"])[0] == key
+
+
+@pytest.mark.slow
+def test_two_runs_at_once_train_one_shared_teacher(tmp_path):
+    """Two `rpm train` processes that need the same uncached teacher: both plan it as untrained, both
+    wait at runs/_teachers/<key>.lock (held here until both wait), then one trains it and the other,
+    finding it in the cache under the lock, reuses it."""
+    wd = write_tiny_dataset(tmp_path)
+    (tmp_path / "tiny.toml").write_text(TINY)
+    cfg = resolve_config({"run_name": "one"}, config_file=tmp_path / "tiny.toml")
+    key = plan.plan_run(cfg, wd, needs_teacher=True).teacher_key
+    cache, lock = wd.runs / "_teachers" / key, wd.runs / "_teachers" / f"{key}.lock"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    procs, outs, errs = {}, {}, {}
+    with hold_lock(lock, "test"):
+        for name in ("one", "two"):
+            outs[name], errs[name] = tmp_path / f"{name}.out", tmp_path / f"{name}.err"
+            cmd = [sys.executable, "-m", "cli", "train", "--config", str(tmp_path / "tiny.toml")]
+            cmd += ["--workdir", str(tmp_path), "--name", name, "--no-policy"]
+            with outs[name].open("w") as out, errs[name].open("w") as err:
+                procs[name] = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=err)
+        deadline = time.monotonic() + 120
+        while not all("waiting for another rpm process" in e.read_text() for e in errs.values()):
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs.values()), {
+                n: e.read_text()[-2000:] for n, e in errs.items()
+            }
+            time.sleep(0.2)
+        assert not cache.exists()  # neither has trained while the lock was held
+    for name, proc in procs.items():
+        assert proc.wait(timeout=300) == 0, outs[name].read_text()[-2000:] + errs[name].read_text()[-2000:]
+        outs[name] = outs[name].read_text()
+    for name in procs:
+        assert f"teacher cache {cache}: waiting for another rpm process" in errs[name].read_text()
+    reused = [n for n in procs if "trained meanwhile by another run" in outs[n]]
+    assert len(reused) == 1, outs
+    trained = ({"one", "two"} - set(reused)).pop()
+    assert not [r for r in records(wd, trained, "epoch", "teacher") if r.get("cached")]
+    assert [r["val_loss"] for r in records(wd, reused[0], "epoch", "teacher")] == [
+        r["val_loss"] for r in records(wd, trained, "epoch", "teacher")
+    ]
+    assert all(r.get("cached") for r in records(wd, reused[0], "epoch", "teacher"))
+    assert sorted(p.name for p in cache.iterdir()) == ["key.json", "teacher.pt"]  # no .partial left
+    assert sorted(p.name for p in (wd.runs / "_teachers").iterdir()) == [key]  # and no lock file
+    cached = (cache / "teacher.pt").read_bytes()
+    assert all((wd.runs / n / "teacher.pt").read_bytes() == cached for n in procs)
 
 
 # --- resume, NaN -------------------------------------------------------------------------------------------

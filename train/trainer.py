@@ -44,6 +44,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
@@ -54,6 +55,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
+from pipeline.lock import hold_lock
 from pipeline.paths import Workdir
 from train.build import build_teacher, stage_forward, student_length
 from train.checkpoint import (
@@ -80,7 +82,7 @@ from train.distributed import (
 from train.losses import supervised_loss
 from train.method import METHOD_IMPLS, Clips, Targets, meta_objective, method_of, objective
 from train.models import rotate_iq
-from train.plan import RunPlan, Stage, plan_run
+from train.plan import RunPlan, Stage, _cached_history, plan_run
 from train.runlog import RunLog, stop_if_not_finite
 from train.state import StepContext, StudentState, build_student_state, seed_everything, use_channels_last
 
@@ -444,26 +446,48 @@ def _write_run_config(plan: RunPlan, ctx: StepContext) -> None:
     )
 
 
+def _save_teacher(plan: RunPlan, teacher: nn.Module, history: list[dict]) -> None:
+    """The trained teacher to ``plan.teacher.path`` (written whole, then renamed: nobody reads half of it);
+    in the cache, ``key.json`` goes beside it first, so a cached teacher.pt always has its key."""
+    tp = plan.teacher
+    tp.path.parent.mkdir(parents=True, exist_ok=True)
+    if plan.cfg.teacher_cache:
+        key_file, tmp = tp.path.parent / "key.json", tp.path.parent / "key.json.partial"
+        tmp.write_text(json.dumps(tp.payload, indent=2) + "\n")
+        tmp.replace(key_file)
+    best = min(r["val_loss"] for r in history)
+    extra = dict(val_loss=best, history=history, cache_key=plan.teacher_key, cache_payload=tp.payload)
+    save_checkpoint(tp.path, "teacher", teacher, plan.cfg, **extra)
+
+
 def _teacher(plan: RunPlan, ctx: StepContext, log: RunLog) -> nn.Module:
-    """The frozen RF teacher: reused from the cache (or a resumed run), else trained and saved there."""
+    """The frozen RF teacher: reused from the cache (or a resumed run), else trained and saved there.
+
+    A teacher the plan found uncached is trained under ``runs/_teachers/<key>.lock`` (rank 0 holds it,
+    waiting for another process that holds it): the cache is looked at again under the lock, so of two
+    runs that need the same uncached teacher at once, one trains it and the other waits and reuses it."""
     cfg, d, tp = plan.cfg, ctx.dist, plan.teacher
-    if tp.reuse:
-        if d.main:
-            print(f"teacher: reusing {tp.path}")
-            if not log.has_stage("teacher"):
-                for record in tp.history:
-                    log.write({**record, "cached": True})
-    else:
-        teacher, history = train_teacher(plan.data.labeled, plan.data.val, ctx)
-        if d.main:
-            for record in history:
-                log.write(record)
-            tp.path.parent.mkdir(parents=True, exist_ok=True)
-            best = min(r["val_loss"] for r in history)
-            extra = dict(val_loss=best, history=history, cache_key=plan.teacher_key, cache_payload=tp.payload)
-            save_checkpoint(tp.path, "teacher", teacher, cfg, **extra)
-            if cfg.teacher_cache:
-                (tp.path.parent / "key.json").write_text(json.dumps(tp.payload, indent=2) + "\n")
+    locked = cfg.teacher_cache and not tp.reuse and d.main
+    lock_path = tp.path.parent.with_name(tp.path.parent.name + ".lock")
+    with hold_lock(lock_path, f"teacher cache {tp.path.parent}", wait=True) if locked else nullcontext():
+        reuse, history = tp.reuse, tp.history
+        if locked and tp.path.is_file():  # written (whole, by rename) by another run while this one planned
+            reuse, history = True, _cached_history(tp.path, tp.payload)
+        if not tp.reuse:  # every rank learns rank 0's finding
+            reuse = bool(all_sum(torch.tensor([int(reuse)], device=ctx.device), d).item())
+        if reuse:
+            if d.main:
+                meanwhile = "" if tp.reuse else " (trained meanwhile by another run)"
+                print(f"teacher: reusing {tp.path}{meanwhile}")
+                if not log.has_stage("teacher"):
+                    for record in history:
+                        log.write({**record, "cached": True})
+        else:
+            teacher, history = train_teacher(plan.data.labeled, plan.data.val, ctx)
+            if d.main:
+                for record in history:
+                    log.write(record)
+                _save_teacher(plan, teacher, history)
     if d.main and cfg.teacher_cache:
         link_or_copy(tp.path, plan.out / "teacher.pt")
     barrier(d)
