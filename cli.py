@@ -676,6 +676,14 @@ def study(
     device: Annotated[
         str | None, typer.Option(help="auto, cpu or cuda for every run (default auto).")
     ] = None,
+    report_only: Annotated[
+        bool,
+        typer.Option(
+            "--report-only",
+            help="Train nothing: write the study report from the runs finished so far (e.g. while "
+            "another process or a cluster is still running the study).",
+        ),
+    ] = False,
     workdir: WorkdirOpt = None,
 ) -> None:
     """Run the paper's comparisons as seeded, resumable sweeps and judge them with paired statistics.
@@ -712,6 +720,7 @@ def study(
         device=device,
         debug=debug_wanted(),
         log=typer.echo,
+        report_only=report_only,
     )
 
 

@@ -44,6 +44,7 @@ SURFACE = {
         "--methods",
         "--preset",
         "--protocol",
+        "--report-only",
         "--scheduler",
         "--seed",
         "--seeds",

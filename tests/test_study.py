@@ -200,6 +200,19 @@ def test_report_tables_and_verdicts_from_markers(wd):
     assert len(gate) == 12 * 2 and set(gate.gate) == {0.5, 0.4}
 
 
+def test_report_only_trains_nothing_and_reports_the_finished_runs(wd):
+    args = dict(config_path=wd.root / "tiny.toml", methods=["full-p1", "no-gate-p1"])
+    plan = plan_study(wd, "shift", [1, 2], **args)
+    for spec in plan.runs[:3]:  # one run of the four is not finished
+        fake_marker(wd, spec, 10.0 + spec.seed)
+    unfinished = plan.runs[3].name
+    report = run_study("shift", wd, seeds=2, report_only=True, log=lambda *a: None, **args)
+    assert not (wd.runs / unfinished).exists()  # nothing was trained
+    assert not (wd.root / "studies" / "shift" / "plan.csv").exists()  # nor planned on disk
+    md = report.read_text()
+    assert "3 of 4 run(s) finished" in md
+
+
 # --- the per-run sync-shift probability -------------------------------------------------------------------
 
 

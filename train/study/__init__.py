@@ -33,10 +33,12 @@ def run_study(
     device: str | None = None,
     debug: bool = False,
     log=print,
+    report_only: bool = False,
 ) -> Path:
     """Plan study ``name`` for training seeds ``seed .. seed + seeds - 1``, write ``studies/<name>/plan.csv``,
     run every unfinished run (``scheduler``: local or a dask address) and write the study report; returns
-    ``reports/studies/<name>/study.md``. Raises :class:`StudyError` after the report when a run failed."""
+    ``reports/studies/<name>/study.md``. Raises :class:`StudyError` after the report when a run failed.
+    ``report_only``: train nothing and leave ``plan.csv`` as it is; the report covers the finished runs."""
     if name not in STUDIES:
         from pipeline.errors import OptionError
 
@@ -52,12 +54,18 @@ def run_study(
         methods,
         device,
     )
-    path = write_plan(workdir, plan)
     counts = {s: sum(r.status == s for r in plan.runs) for s in ("finished", "unfinished", "new")}
-    log(
+    summary = (
         f"study {name}: {len(plan.runs)} runs ({counts['finished']} finished, {counts['unfinished']} "
-        f"unfinished, {counts['new']} new), size {plan.size} -> {path}"
+        f"unfinished, {counts['new']} new), size {plan.size}"
     )
+    if report_only:
+        log(summary + "; report only, nothing is trained")
+        report = write_study_report(plan, workdir, None)
+        log(f"study report: {report}")
+        return report
+    path = write_plan(workdir, plan)
+    log(f"{summary} -> {path}")
     outcomes = execute(plan, workdir, scheduler, debug, log)
     for o in outcomes:
         next(r for r in plan.runs if r.name == o["run"]).status = o["status"]
