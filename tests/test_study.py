@@ -196,6 +196,7 @@ def test_report_tables_and_verdicts_from_markers(wd):
     assert comps.loc["no-gate-p0"].verdict.startswith("no difference beyond seed noise (mean +0.02 bpm")
     assert "| shift_prob | full MAE | no-gate MAE |" in md and "| 1 | 12.00 ± 1.00 | 15.02 ± 1.51 |" in md
     assert "| POS (Wang et al. 2017) | 7.00 | 8.00 | 0.10 |" in md and "| full-p0 | 3 | 12.00 ± 1.00" in md
+    assert "| full-p1 | 3 | 2 | 0 | 0.450 | 0.450 | n/a | n/a | n/a |" in md  # no meta steps logged here
     gate = pd.read_csv(wd.reports / "studies" / "shift" / "gate.csv")
     assert len(gate) == 12 * 2 and set(gate.gate) == {0.5, 0.4}
 

@@ -99,6 +99,11 @@ def comparisons_table(plan: StudyPlan, runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
+def _column(steps: pd.DataFrame, key: str) -> pd.Series:
+    """``steps[key]`` as floats, NaN on steps (or whole logs) without the key."""
+    return steps[key].astype(float) if key in steps else pd.Series(math.nan, index=steps.index)
+
+
 def gate_table(plan: StudyPlan, workdir: Workdir) -> pd.DataFrame:
     """The gate per training step of every finished rpm-distill run (``log.jsonl``, student stage)."""
     frames = []
@@ -110,6 +115,7 @@ def gate_table(plan: StudyPlan, workdir: Workdir) -> pd.DataFrame:
             continue
         steps = steps[steps.stage == "student"]
         label = ";".join(lab for lab, kind in r.conditions if kind == "student")
+
         frames.append(
             pd.DataFrame(
                 {
@@ -118,10 +124,13 @@ def gate_table(plan: StudyPlan, workdir: Workdir) -> pd.DataFrame:
                     "seed": r.seed,
                     "step": steps.step.astype(int),
                     "gate": steps.gate.astype(float),
+                    "meta_grad_norm": _column(steps, "meta_grad_norm"),  # on meta steps only
+                    "sup": _column(steps, "sup"),  # L_sup of the batch's labelled clips
+                    "distill_weighted": _column(steps, "distill") * r.config.lambda_distill,  # lambda * L_distill
                 }
             )
         )
-    cols = ["run", "condition", "seed", "step", "gate"]
+    cols = ["run", "condition", "seed", "step", "gate", "meta_grad_norm", "sup", "distill_weighted"]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
 
 
@@ -220,14 +229,29 @@ def _gate_figure(gate: pd.DataFrame, path: Path) -> bool:
 
 
 def _gate_summary(gate: pd.DataFrame) -> list[str]:
+    """Per condition: the gate at the start and the end, the policy's meta-gradient norm (mean over meta
+    steps), and the scale of the distillation term against L_sup (mean of lambda * L_distill over the
+    steps / mean of L_sup; L_sup, an SNR loss in dB plus a Pearson term, can be negative, so this is a
+    scale, not a share)."""
     md = [
-        "| condition | seeds | steps | gate, first 10 steps | gate, last 10 steps |",
-        "|---|---|---|---|---|",
+        "| condition | seeds | steps | meta steps | gate, first 10 steps | gate, last 10 steps "
+        "| meta-gradient norm | lambda * L_distill | L_sup |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def num(x: float, digits: int = 3) -> str:
+        return f"{x:.{digits}f}" if math.isfinite(x) else "n/a"
+
     for cond, g in gate.groupby("condition", sort=True):
         first = g[g.step < g.step.min() + 10].gate.mean()
         last = g[g.step > g.step.max() - 10].gate.mean()
-        md.append(f"| {cond} | {g.seed.nunique()} | {g.step.max() + 1} | {first:.3f} | {last:.3f} |")
+        meta = g.meta_grad_norm.dropna()
+        per_run = meta.groupby(g.run).size()
+        md.append(
+            f"| {cond} | {g.seed.nunique()} | {g.step.max() + 1} | {int(per_run.min()) if len(per_run) else 0} "
+            f"| {first:.3f} | {last:.3f} | {num(meta.mean())} | {num(g.distill_weighted.mean())} "
+            f"| {num(g.sup.mean())} |"
+        )
     return md
 
 
@@ -307,7 +331,9 @@ def write_study_report(plan: StudyPlan, workdir: Workdir, outcomes: list | None 
     if _gate_figure(gate, out / "gate.png"):
         md += [
             "Gate g per training step (batch mean, student stage) from `runs/<run>/log.jsonl`, averaged "
-            "over seeds; per-step values in `gate.csv`.",
+            "over seeds; per-step values in `gate.csv`. The table adds the policy's meta-gradient norm "
+            "(mean over meta steps) and the scale of the distillation term: the mean over steps of "
+            "lambda * L_distill (g and alpha included) beside the mean of L_sup.",
             "",
             "![gate](gate.png)",
             "",
