@@ -126,7 +126,8 @@ def gate_table(plan: StudyPlan, workdir: Workdir) -> pd.DataFrame:
                     "gate": steps.gate.astype(float),
                     "meta_grad_norm": _column(steps, "meta_grad_norm"),  # on meta steps only
                     "sup": _column(steps, "sup"),  # L_sup of the batch's labelled clips
-                    "distill_weighted": _column(steps, "distill") * r.config.lambda_distill,  # lambda * L_distill
+                    # lambda * L_distill, g and alpha included
+                    "distill_weighted": _column(steps, "distill") * r.config.lambda_distill,
                 }
             )
         )
@@ -246,9 +247,9 @@ def _gate_summary(gate: pd.DataFrame) -> list[str]:
         first = g[g.step < g.step.min() + 10].gate.mean()
         last = g[g.step > g.step.max() - 10].gate.mean()
         meta = g.meta_grad_norm.dropna()
-        per_run = meta.groupby(g.run).size()
+        fewest = int(g.groupby("run").meta_grad_norm.count().min())  # meta steps of the shortest run
         md.append(
-            f"| {cond} | {g.seed.nunique()} | {g.step.max() + 1} | {int(per_run.min()) if len(per_run) else 0} "
+            f"| {cond} | {g.seed.nunique()} | {g.step.max() + 1} | {fewest} "
             f"| {first:.3f} | {last:.3f} | {num(meta.mean())} | {num(g.distill_weighted.mean())} "
             f"| {num(g.sup.mean())} |"
         )
