@@ -109,6 +109,8 @@ def test_plan_is_deterministic_shares_runs_and_orders_teachers(wd):
             lead = next(x for x in a.runs if x.name == r.after)
             assert lead.teacher_key == r.teacher_key and lead.after is None
             assert names.index(lead.name) < names.index(r.name)
+    seeds = [r.seed for r in a.runs]
+    assert seeds == sorted(seeds)  # seed by seed: a study stopped part way has whole seeds
     shifted = next(r for r in a.runs if r.name == "study-rpm-distill-no-gate-shift0.6-s2")
     assert (shifted.config.shift_prob, shifted.config.gate, shifted.config.seed) == (0.6, False, 2)
     full2 = next(r for r in a.runs if r.name == "study-rpm-distill-s2")

@@ -181,8 +181,8 @@ def _teacher_key(cfg: TrainConfig, splits_sha: str, train_subjects: list[str]) -
 
 
 def _teacher_first(runs: list[RunSpec]) -> list[RunSpec]:
-    """The runs with, for each teacher key, the first run that trains that teacher ahead of the others of
-    the key, which wait for it (``after``): two workers never train the same teacher at once."""
+    """The runs seed by seed with, for each teacher key, the first run that trains that teacher ahead of the
+    others of the key, which wait for it (``after``): two workers never train the same teacher at once."""
     first: dict[str, RunSpec] = {}
     for r in runs:
         if r.teacher_key is None:
@@ -191,8 +191,10 @@ def _teacher_first(runs: list[RunSpec]) -> list[RunSpec]:
             r.after = first[r.teacher_key].name
         else:
             first[r.teacher_key] = r
-    leaders = [r for r in runs if r.after is None]
-    return leaders + [r for r in runs if r.after is not None]
+    # Seed by seed (each seed's teacher-training runs first), so a study stopped part way has whole seeds,
+    # i.e. complete pairs for its comparisons; on a cluster the ``after`` links, not this order, decide
+    # what runs at once.
+    return sorted(runs, key=lambda r: (r.seed, r.after is not None))
 
 
 # ----------------------------------------------------------------------------------------------- status
