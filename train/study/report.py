@@ -275,6 +275,7 @@ def _training_subjects(plan: StudyPlan, workdir: Workdir) -> list[str]:
     if not frames:
         return md + ["No finished run with a teacher could be scored.", "", *skipped, ""]
     df = pd.concat(frames, ignore_index=True)
+    df = df[df.n_windows > 0]  # e.g. no unlabelled subjects at labelled fraction 1.0
     md += ["One row per teacher (the first run of each teacher key) and source; MAE and RMSE in bpm.", ""]
     md += ["| run | source | subjects | windows | MAE | RMSE | r |", "|---|---|---|---|---|---|---|"]
     for row in df.itertuples():
