@@ -207,10 +207,13 @@ def store_state(path: str | Path) -> str:
     return _remote_state(str(path))
 
 
-def claim_store(path: str | Path) -> zarr.Group:
+def claim_store(path: str | Path, clean_temp: bool = False) -> zarr.Group:
     """Open a store to write, creating and marking it if absent or empty and marking an adoptable
     ``legacy`` store; refuses (:class:`StoreError`) anything not made by rpm before writing a byte.
-    A marked store is opened without any write. Returns its root group."""
+    A marked store is opened without any write. Returns its root group.
+
+    ``clean_temp`` (the one claim before any writer starts, with the store's lock held): remove the root's
+    leftover zarr temp files of a killed run."""
     state = store_state(path)
     root = open_store(path, mode="a")
     if state != "rpm":
@@ -220,6 +223,12 @@ def claim_store(path: str | Path) -> zarr.Group:
     version = marker.get("version", 0) if isinstance(marker, dict) else 0
     if not isinstance(version, int) or version > STORE_VERSION:
         raise StoreError(f"{path}: store version {version!r} is not one this rpm writes ({STORE_VERSION})")
+    local = local_path(path) if clean_temp else None
+    if local is not None:
+        # A run killed while zarr rewrote the root's zarr.json leaves its temp file (zarr.<hex>.partial)
+        # beside it; callers hold the store's lock, so no other writer can own one now.
+        for stale in sorted(local.glob("zarr.*.partial")):
+            stale.unlink(missing_ok=True)
     return root
 
 

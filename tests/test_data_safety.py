@@ -365,3 +365,14 @@ def test_one_process_cannot_take_a_lock_twice_and_lock_folders_are_tidied(tmp_pa
             with hold_lock(lock, "thing x"):
                 pass
     assert list(tmp_path.iterdir()) == []  # a/b were made for the lock alone
+
+
+def test_claiming_a_store_removes_a_killed_runs_root_temp_file(tmp_path):
+    store = tmp_path / "s.zarr"
+    claim_store(store)
+    stale = store / "zarr.0123abcd.partial"  # what a kill during zarr's atomic rewrite of zarr.json leaves
+    stale.write_text("{")
+    claim_store(store)  # a session writer's claim leaves it (other writers may be running)
+    assert stale.exists()
+    claim_store(store, clean_temp=True)  # the recipe's first claim, under the store's lock
+    assert not stale.exists() and store_state(store) == "rpm"

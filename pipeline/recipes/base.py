@@ -320,7 +320,7 @@ def _run_locked(
     scheduler: str,
     overwrite: bool,
 ) -> pd.DataFrame:
-    claim_store(store)  # create (and mark) the root group once, before any writer starts
+    claim_store(store, clean_temp=True)  # create (and mark) the root once, before any writer starts
     tasks = [dask.delayed(run_session)(store, job, params, overwrite) for job in jobs]
     rows = compute(tasks, scheduler, workers)
     manifest = pd.DataFrame(rows, columns=SESSION_COLUMNS)
