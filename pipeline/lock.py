@@ -64,7 +64,10 @@ def hold_lock(path: str | Path, what: str, wait: bool = False) -> Iterator[Path]
         return
     created = [d for d in (path.parent, *path.parent.parents) if not d.exists()]
     while True:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:  # a releasing holder removed the folder it made between mkdir's two checks
+            continue
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except FileNotFoundError:  # another holder removed the folder it had created: make it again
