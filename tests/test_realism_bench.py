@@ -1,0 +1,90 @@
+"""The calibration bench's judgement (``bench/realism.py``): the target bands of issue 16 and the
+session-level bootstrap that decides whether an ordering of difficulty holds beyond sampling noise.
+
+The bench itself runs the real pipeline for tens of minutes; these tests check its arithmetic on rows
+made here, so that a wrong band or an interval that ignores the session structure would fail."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+_SPEC = importlib.util.spec_from_file_location(
+    "realism_bench", Path(__file__).resolve().parents[1] / "bench" / "realism.py"
+)
+realism = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(realism)
+
+
+def test_bands_are_the_issues_factors_and_distances():
+    pub = realism.PUBLISHED["equipleth"]["POS"]  # 4.64 / 15.07 / 0.68
+    inside = {"MAE": 4.64 * 1.39, "RMSE": 15.07 / 1.39, "r": 0.68 - 0.14}
+    assert realism.in_band("POS", inside, pub) == {"MAE": True, "RMSE": True, "r": True}
+    outside = {"MAE": 4.64 * 1.41, "RMSE": 15.07 / 1.41, "r": 0.68 + 0.16}
+    assert realism.in_band("POS", outside, pub) == {"MAE": False, "RMSE": False, "r": False}
+    fft = realism.PUBLISHED["physdrive"]["FFT radar"]  # MAE 20.60, band 1.5x
+    assert realism.in_band("FFT radar", {"MAE": 30.8}, fft) == {"MAE": True}
+    assert realism.in_band("FFT radar", {"MAE": 31.0}, fft) == {"MAE": False}
+    assert realism.in_band("CHROM", {"MAE": math.nan, "RMSE": 17.0, "r": 0.5}, pub)["MAE"] is False
+
+
+def _rows(errors_by_condition: dict[str, list[list[float]]], seed: int = 1) -> list[dict]:
+    """Rows as the bench makes them: one per window, sessions numbered per condition."""
+    rows = []
+    for cond, sessions in errors_by_condition.items():
+        for k, errs in enumerate(sessions):
+            for j, e in enumerate(errs):
+                rows.append(
+                    {
+                        "seed": seed,
+                        "session": f"{cond}_{k}",
+                        "start": 30 * j,
+                        "hr_true": 70.0,
+                        "POS": 70.0 + e,
+                        "illumination": cond,
+                        "skin_type": 1,
+                    }
+                )
+    return rows
+
+
+def test_ordering_holds_only_beyond_session_noise():
+    rng = np.random.default_rng(0)
+    # Many sessions, clearly separated: the order holds and the interval excludes 0.
+    clear = _rows(
+        {
+            "night": [list(20 + rng.normal(0, 2, 7)) for _ in range(20)],
+            "noon": [list(5 + rng.normal(0, 2, 7)) for _ in range(20)],
+        }
+    )
+    res = realism.ordering(clear, "POS", "illumination", "night", "noon")
+    assert res["holds"] and res["ci95"][0] > 0 and res["sessions"] == [20, 20]
+    assert res["difference"] == pytest.approx(15, abs=1.5)
+    # The same mean gap carried by one failed session among many good ones: windows agree within a
+    # session, so a window-level interval would call it significant; the session bootstrap does not.
+    one_bad = _rows(
+        {
+            "night": [[60.0] * 7] + [[1.0] * 7 for _ in range(3)],
+            "noon": [[1.0] * 7 for _ in range(4)],
+        }
+    )
+    res = realism.ordering(one_bad, "POS", "illumination", "night", "noon")
+    assert res["difference"] > 10 and not res["holds"], res
+    # Reversed: does not hold.
+    res = realism.ordering(clear, "POS", "illumination", "noon", "night")
+    assert not res["holds"] and res["difference"] < 0
+    # A missing condition gives NaN, not a verdict.
+    res = realism.ordering(clear, "POS", "illumination", "dusk", "noon")
+    assert math.isnan(res["difference"]) and not res["holds"]
+
+
+def test_skin_orderings_group_fitzpatrick_types():
+    rows = _rows({"a": [[10.0] * 3 for _ in range(12)], "b": [[1.0] * 3 for _ in range(12)]})
+    for r in rows:
+        r["skin_type"] = 6 if r["session"].startswith("a") else 2
+    res = realism.ordering(rows, "POS", "skin", "dark", "light")
+    assert res["holds"] and res["difference"] == pytest.approx(9.0)
