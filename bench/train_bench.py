@@ -21,11 +21,16 @@ and 3 other CPU-bound training processes, with and without spin-waiting OpenMP t
 writes bench/results/meta_grad_bench.json: the meta step (``train.trainer.meta_step``) with the exact
 second-order meta-gradient and with the finite-difference one, timed alternately in one process beside
 the plain steps, and how well the two policy gradients agree on the bench batch (cosine, relative error).
+``--floor`` writes bench/results/train_floor.json (``train_floor_cuda.json`` on CUDA): the supervised step
+against its floor (:func:`step_floor`): its convolutions replayed alone with the step's shapes and memory
+format, memory bandwidth, the bytes the memory-bound ops must move, and the step's own non-convolution ops
+replayed alone, interleaved with the matmul reference in one process.
 
     .venv/bin/python bench/train_bench.py --old-tree ../speed_base            # CPU: T 128, B 4, 72 px
     .venv/bin/python bench/train_bench.py --profile
     .venv/bin/python bench/train_bench.py --contention
     .venv/bin/python bench/train_bench.py --meta-grad --reps 5
+    .venv/bin/python bench/train_bench.py --floor --reps 3 --threads 2
     .venv/bin/python bench/train_bench.py --frames 256 --batch 8 --size 72 --device cuda   # paper settings
     .venv/bin/python bench/train_bench.py --frames 256 --batch 8 --size 128 --device cuda
 """
