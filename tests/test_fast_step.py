@@ -3,9 +3,16 @@
 Reference: contiguous student and input, the teacher run on every batch. Optimised: the channels-last 3-D
 student and input, the teacher's waveform cached per clip. Same seed -> losses and gradients equal within
 float rounding; the cached waveforms equal the batch ones; the fast input equals the old resize bit for bit.
+Freed memory kept for reuse (``keep_freed_memory``): a freed large tensor's pages are reused, not faulted in
+again.
 """
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,11 +21,13 @@ from train.build import build_teacher
 from train.config import TrainConfig
 from train.data import video_to_input
 from train.distributed import DistInfo
+from train.state import keep_freed_memory
 from train.trainer import StepContext, build_student_state, teacher_wave, train_step
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 CPU = torch.device("cpu")
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _batch(b: int = 2, t: int = 32, side: int = 96, seed: int = 0, first_index: int = 0) -> dict:
@@ -124,3 +133,38 @@ def test_cached_teacher_wave_equals_the_batch_wave():
     teacher.train()
     teacher_wave(st, batch, ctx, 31)
     assert st.teacher_waves == {}
+
+
+_PAGE_FAULTS = """
+import resource, sys, torch
+from train.state import keep_freed_memory
+applied = keep_freed_memory(torch.device("cpu"))
+def faults_of_a_fresh_64_mib_tensor():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    x = torch.empty(16 * 2**20).fill_(1.0)
+    del x
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+for _ in range(3):  # the heap grows to its working size first
+    faults_of_a_fresh_64_mib_tensor()
+print(applied, faults_of_a_fresh_64_mib_tensor())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt and page-fault counts: Linux")
+@pytest.mark.parametrize("off", [False, True])
+def test_keep_freed_memory_reuses_the_pages_of_a_freed_tensor(off):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env["RPM_KEEP_FREED_MEMORY"] = "0" if off else ""
+    out = subprocess.run(
+        [sys.executable, "-c", _PAGE_FAULTS], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    applied, faults = out[0] == "True", int(out[1])
+    pages = 64 * 2**20 // 4096
+    if off:  # glibc's default: a block this large is mmapped afresh, so every page faults again
+        assert not applied and faults > pages // 2
+    else:
+        assert applied and faults < pages // 16
+
+
+def test_keep_freed_memory_only_on_cpu():
+    assert keep_freed_memory(torch.device("meta")) is False

@@ -84,7 +84,14 @@ from train.method import METHOD_IMPLS, Clips, Targets, meta_objective, method_of
 from train.models import rotate_iq
 from train.plan import RunPlan, Stage, _cached_history, plan_run
 from train.runlog import RunLog, stop_if_not_finite
-from train.state import StepContext, StudentState, build_student_state, seed_everything, use_channels_last
+from train.state import (
+    StepContext,
+    StudentState,
+    build_student_state,
+    keep_freed_memory,
+    seed_everything,
+    use_channels_last,
+)
 
 # ----------------------------------------------------------------------------------------------- step
 
@@ -407,6 +414,7 @@ def train(cfg: TrainConfig, workdir: Workdir) -> Path:
 
 def _train(cfg: TrainConfig, workdir: Workdir, d: DistInfo) -> Path:
     device = pick_device(cfg.device, d.local_rank)
+    keep_freed_memory(device)
     ctx = StepContext(cfg, device, d, cfg.amp and device.type == "cuda", use_channels_last(device))
     seed_everything(cfg.seed)
     plan = plan_run(cfg, workdir, needs_teacher=METHOD_IMPLS[cfg.method].needs_teacher)
