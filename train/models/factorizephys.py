@@ -92,6 +92,101 @@ def factorizephys_spatial_sizes(input_size: int, big: bool = False) -> list[int]
     return _spec_sizes(input_size, _all_specs(_BIG_SPECS if big else _STANDARD_SPECS))
 
 
+def _per_channel_sums(x: Tensor) -> Tensor:
+    """Sums over (T, H, W) per sample and channel of a ``channels_last_3d`` (B, C, T, H, W) tensor -> (B, C).
+
+    A reduction over the middle dim of the (B, T*H*W, C) view: torch's CPU sum adds in a cascade (error of
+    a few ulps, like batch_norm's own statistics), not one running float sum.
+    """
+    b, c = x.shape[:2]
+    return x.permute(0, 2, 3, 4, 1).reshape(b, -1, c).sum(1)
+
+
+def _rows(x: Tensor) -> Tensor:
+    """(B, C, T, H, W) in ``channels_last_3d`` -> its (B, T*H, W*C) view (rows of whole pixels)."""
+    b, c, t, h, w = x.shape
+    return x.permute(0, 2, 3, 4, 1).reshape(b, t * h, w * c)
+
+
+def _per_channel_row(v: Tensor, w: int) -> Tensor:
+    """Per (sample, channel) values (B, C) -> (B, 1, W*C), to broadcast against :func:`_rows`: a row of W
+    pixels keeps the elementwise ops vectorised (a (B, C, 1, 1, 1) operand would give loops of C)."""
+    b, c = v.shape
+    return v.view(b, 1, 1, c).expand(b, 1, w, c).reshape(b, 1, w * c)
+
+
+def _instance_norm_formula(x: Tensor, eps: float) -> Tensor:
+    """Instance norm of a ``channels_last_3d`` tensor in differentiable torch ops (the double-backward path
+    of :class:`_ChannelsLastInstanceNorm`)."""
+    b, c, t, h, w = x.shape
+    n = t * h * w
+    centred = _rows(x) - _per_channel_row(_per_channel_sums(x) / n, w)
+    var = (centred * centred).reshape(b, n, c).sum(1) / n
+    y = centred * _per_channel_row(torch.rsqrt(var + eps), w)
+    return y.view(b, t, h, w, c).permute(0, 4, 1, 2, 3)
+
+
+class _ChannelsLastInstanceNorm(torch.autograd.Function):
+    """InstanceNorm (affine False, biased variance) of a ``channels_last_3d`` (B, C, T, H, W) float tensor,
+    computed in that layout: the output and the input gradient are ``channels_last_3d`` too.
+
+    ``F.instance_norm`` copies such a tensor to contiguous and returns a contiguous result, which the next
+    channels-last convolution copies back (issue 15). Statistics are two-pass (mean, then the mean square
+    of x - mean) with cascade sums, so values agree with ``F.instance_norm`` within float rounding (a few
+    ulps), unlike a running float sum. Backward: grad_x = rstd * (g - mean(g) - y * mean(g * y)) per
+    (sample, channel); under ``create_graph`` it differentiates :func:`_instance_norm_formula` instead, so
+    second derivatives are exact.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, eps: float) -> Tensor:
+        b, c, t, h, w = x.shape
+        n = t * h * w
+        y = _rows(x) - _per_channel_row(_per_channel_sums(x) / n, w)
+        var = (y * y).view(b, n, c).sum(1) / n
+        rstd = torch.rsqrt(var + eps)
+        y.mul_(_per_channel_row(rstd, w))
+        y = y.view(b, t, h, w, c).permute(0, 4, 1, 2, 3)
+        ctx.eps = eps
+        ctx.save_for_backward(x, y, rstd)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        x, y, rstd = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: a differentiable backward
+            with torch.enable_grad():
+                (gx,) = torch.autograd.grad(_instance_norm_formula(x, ctx.eps), x, grad, create_graph=True)
+            return gx, None
+        b, c, t, h, w = y.shape
+        n = t * h * w
+        g = grad.contiguous(memory_format=torch.channels_last_3d)
+        g_mean = _per_channel_sums(g) / n
+        gy_mean = (_rows(g) * _rows(y)).view(b, n, c).sum(1) / n
+        gx = torch.addcmul(_per_channel_row(-g_mean * rstd, w), _rows(g), _per_channel_row(rstd, w))
+        gx.addcmul_(_rows(y), _per_channel_row(-gy_mean * rstd, w))
+        return gx.view(b, t, h, w, c).permute(0, 4, 1, 2, 3), None
+
+
+class _InstanceNorm3d(nn.InstanceNorm3d):
+    """``nn.InstanceNorm3d`` (affine False, no running stats) that keeps a ``channels_last_3d`` float input
+    in that layout (:class:`_ChannelsLastInstanceNorm`); any other input goes to ``F.instance_norm``. Same
+    state dict (none) and values within float rounding."""
+
+    def __init__(self, num_features: int):
+        super().__init__(num_features, affine=False, track_running_stats=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if (
+            x.dim() == 5
+            and x.dtype in (torch.float32, torch.float64)
+            and x.is_contiguous(memory_format=torch.channels_last_3d)
+            and not x.is_contiguous()
+        ):
+            return _ChannelsLastInstanceNorm.apply(x, self.eps)
+        return super().forward(x)
+
+
 class _ConvBlock3D(nn.Module):
     """Conv3d (no bias) -> Tanh -> InstanceNorm3d (affine False, no running stats, no buffers)."""
 
@@ -105,7 +200,7 @@ class _ConvBlock3D(nn.Module):
     ):
         super().__init__()
         self.conv = nn.Conv3d(in_ch, out_ch, kernel_size=kernel, stride=stride, padding=padding, bias=False)
-        self.norm = nn.InstanceNorm3d(out_ch, affine=False, track_running_stats=False)
+        self.norm = _InstanceNorm3d(out_ch)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, in_ch, T, H, W) -> (B, out_ch, T, H', W')."""
@@ -234,12 +329,12 @@ class _FactorizePhysBase(nn.Module):
         self.fsam_at_inference = fsam_at_inference
         self.output_spatial_size = _spec_sizes(input_size, _all_specs(self._SPECS))[-1]
 
-        self.input_norm = nn.InstanceNorm3d(in_channels, affine=False, track_running_stats=False)
+        self.input_norm = _InstanceNorm3d(in_channels)
         self.feature_extractor, ch = _build_stage(in_channels, self._SPECS["feature_extractor"], dropout)
         self.head, ch = _build_stage(ch, self._SPECS["head"], dropout)
         if fsam:
             self.fsam = _FSAM(ch, ch // 2, md_steps)
-            self.fsam_norm = nn.InstanceNorm3d(ch, affine=False, track_running_stats=False)
+            self.fsam_norm = _InstanceNorm3d(ch)
             self.bias1 = nn.Parameter(torch.tensor(1.0))
         else:
             self.fsam = None
