@@ -2,7 +2,7 @@
 
 Reference: contiguous student and input, the teacher run on every batch. Optimised: the channels-last 3-D
 student and input, the teacher's waveform cached per clip. Same seed -> losses and gradients equal within
-float rounding; the cached waveforms equal the batch ones; the fast input equals the old resize bit for bit.
+float rounding; the cached waveforms equal the batch ones; the fast input equals the old resize within 1 ulp.
 Freed memory kept for reuse (``keep_freed_memory``): a freed large tensor's pages are reused, not faulted in
 again.
 """
@@ -59,14 +59,57 @@ def _old_video_to_input(video, size):
 
 
 @pytest.mark.parametrize("side", [72, 96, 128])
-def test_video_to_input_matches_the_old_resize_exactly(side):
+def test_video_to_input_matches_the_old_resize(side):
+    """Bit for bit where every pooling window has 1, 2 or 4 pixels (72, 96 px); at 128 px the 3x3 windows'
+    sums are the same but divided by 9 in one rounding instead of by 3 twice: at most 1 ulp apart."""
     video = _batch(side=side)["video"]
     old = _old_video_to_input(video, 72)
+    ulp = torch.nextafter(old, torch.full_like(old, 2.0)) - old
     for channels_last in (False, True):
         new = video_to_input(video, 72, CPU, channels_last=channels_last)
-        assert torch.equal(new, old)
+        if side == 128:
+            assert ((new - old).abs() <= ulp).all()
+            assert (new != old).float().mean() < 0.2
+        else:
+            assert torch.equal(new, old)
         fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
         assert new.is_contiguous(memory_format=fmt)
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 9, 12, 12), (3, 3, 16, 7, 5), (2, 16, 5, 1, 1)])
+def test_channels_last_instance_norm_equals_instance_norm(shape):
+    """The student's InstanceNorm keeps channels_last_3d tensors in that layout; values and input gradients
+    stay within a few fp32 ulps of the float64 instance norm of the same fp32 input (F.instance_norm's own
+    error is up to 2 ulps of max(1, |y|); a 5-value channel reaches 5 here)."""
+    from train.models.factorizephys import _InstanceNorm3d
+
+    g = torch.Generator().manual_seed(0)
+    x64 = (torch.randn(shape, generator=g, dtype=torch.float64) * 2 + 0.7).tanh().float().double()
+    grad64 = torch.randn(shape, generator=g, dtype=torch.float64)
+    ref = x64.clone().requires_grad_()
+    y64 = torch.nn.functional.instance_norm(ref)
+    y64.backward(grad64)
+    eps = torch.finfo(torch.float32).eps
+    norm = _InstanceNorm3d(shape[1])
+    for cl in (True, False):
+        fmt = torch.channels_last_3d if cl else torch.contiguous_format
+        x = x64.float().contiguous(memory_format=fmt).requires_grad_()
+        y = norm(x)
+        y.backward(grad64.float().contiguous(memory_format=fmt))
+        assert ((y.double() - y64).abs() <= 8 * eps * y64.abs().clamp_min(1)).all()
+        scale = ref.grad.abs().max()
+        assert ((x.grad.double() - ref.grad).abs() <= 16 * eps * scale).all()
+        if cl and shape[3] > 1:
+            assert y.is_contiguous(memory_format=fmt) and x.grad.is_contiguous(memory_format=fmt)
+
+
+def test_channels_last_instance_norm_second_derivatives():
+    from train.models.factorizephys import _ChannelsLastInstanceNorm
+
+    x = torch.randn(2, 3, 4, 5, 6, dtype=torch.float64).contiguous(memory_format=torch.channels_last_3d)
+    x.requires_grad_()
+    fn = lambda t: _ChannelsLastInstanceNorm.apply(t, 1e-5)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x,)) and torch.autograd.gradgradcheck(fn, (x,))
 
 
 def _teacher(cfg):

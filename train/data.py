@@ -166,17 +166,28 @@ def video_to_input(
 ) -> torch.Tensor:
     """(B, T, H, W, 3) uint8 -> (B, 3, T, size, size) float in [0, 1] on ``device`` (area resize).
 
-    The frames are resized in their own (T, H, W, C) layout (a channels-last 2-D batch, no transpose).
-    ``channels_last``: return the tensor in ``torch.channels_last_3d`` memory format (the layout the
-    frames already have; what a channels-last student wants), else contiguous.
+    On CPU the frames are resized as the channels of one image: a (1, B*T*3, H, W) channels-last tensor
+    (one transposed uint8 copy), so the pooling kernel adds whole vectors of B*T*3 values per pixel instead
+    of 3 (about 2x faster at B*T = 512, 128 -> 72 px). The window sums are the same; the kernel's vector
+    path divides them by kh*kw at once where its scalar path divides by kh, then by kw, so a 3x3 window's
+    mean can differ by 1 ulp from the per-frame resize (issue 15). On other devices the frames are resized
+    in their own (T, H, W, C) layout. ``channels_last``: return the tensor in ``torch.channels_last_3d``
+    memory format (what a channels-last student wants), else contiguous.
     """
     b, t, h, w, c = video.shape
-    frames = video.to(device, non_blocking=True).reshape(b * t, h, w, c).permute(0, 3, 1, 2)  # NCHW view
+    video = video.to(device, non_blocking=True)
+    fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
+    if (h, w) != (size, size) and device.type == "cpu":
+        frames = video.permute(2, 3, 0, 1, 4).reshape(1, h, w, b * t * c).permute(0, 3, 1, 2)
+        x = torch.nn.functional.interpolate(frames.float().div_(255.0), size=(size, size), mode="area")
+        x = x.permute(0, 2, 3, 1).reshape(size, size, b, t, c).permute(2, 4, 3, 0, 1)  # (B, C, T, S, S)
+        return x.contiguous(memory_format=fmt)
+    frames = video.reshape(b * t, h, w, c).permute(0, 3, 1, 2)  # NCHW view
     x = frames.float().div_(255.0)  # keeps the (N, H, W, C) memory order
     if (h, w) != (size, size):
         x = torch.nn.functional.interpolate(x, size=(size, size), mode="area")
     x = x.permute(0, 2, 3, 1).reshape(b, t, size, size, c).permute(0, 4, 1, 2, 3)  # (B, C, T, S, S)
-    return x.contiguous(memory_format=torch.channels_last_3d if channels_last else torch.contiguous_format)
+    return x.contiguous(memory_format=fmt)
 
 
 # ----------------------------------------------------------------------------------------------- loaders
