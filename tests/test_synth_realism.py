@@ -126,3 +126,35 @@ def test_physdrive_realistic_plan_and_radar():
     assert not np.allclose(cube, synth_radar(easy))
     with pytest.raises(ValueError, match="difficulty"):
         plan_session(0, "AMZ1", "CS", 0, 6.0, 5, difficulty="hard")
+
+
+def test_small_sample_lands_near_the_published_difficulty():
+    """A guard, not the calibration (that is ``bench/realism.py``, 192 trials): on 24 realistic EquiPleth
+    trials of 14 s (4 seeds x 6 subjects, rendered in memory), POS and CHROM, read by the report's HR
+    estimator per 256-frame window at stride 30, land within 2x of the RPM-Distill paper's Table 1 MAE
+    on real EquiPleth (POS 4.64, CHROM 7.31), and dark skin (Fitzpatrick 5-6) is harder than light (1-2).
+    A world that became trivially easy or hopeless, or lost its skin-tone gap, fails here."""
+    from pipeline.synth.equipleth import skin_type_of
+    from train.classical import METHODS
+
+    errors = {"POS": [], "CHROM": []}
+    skin = []
+    for seed in (3, 4, 5, 6):
+        for subject in range(1, 7):
+            plan = plan_trial(subject, 1, 14.0, seed, 48)
+            trace = rgb_trace(render_frames(plan, make_subject_look(subject, seed, 48)))
+            label = plan.ppg_label[PPG_OFFSET:]  # frame t shows the pulse stored at t + 25
+            for s in window_starts(min(len(trace), label.size), 256, 30):
+                ref = hr_from_psd(zscore(label[s : s + 255]), fs=VIDEO_FPS)
+                for m in errors:
+                    est = hr_from_psd(METHODS[m](trace[s : s + 256], VIDEO_FPS)[:255], fs=VIDEO_FPS)
+                    errors[m].append(abs(est - ref))
+                skin.append(skin_type_of(subject, seed))
+    skin = np.asarray(skin)
+    assert (skin >= 5).sum() >= 10 and (skin <= 2).sum() >= 10, np.bincount(skin)
+    for m, published in (("POS", 4.64), ("CHROM", 7.31)):
+        mae = float(np.mean(errors[m]))
+        assert published / 2 <= mae <= published * 2, (m, mae)
+    both = np.concatenate([np.asarray(errors[m]) for m in errors])
+    skin2 = np.concatenate([skin, skin])
+    assert both[skin2 >= 5].mean() > both[skin2 <= 2].mean() + 1.0
