@@ -112,6 +112,77 @@ def test_channels_last_instance_norm_second_derivatives():
     assert torch.autograd.gradcheck(fn, (x,)) and torch.autograd.gradgradcheck(fn, (x,))
 
 
+def _tanh_norm_reference(z64: torch.Tensor, grad64: torch.Tensor):
+    """float64 InstanceNorm(tanh(z / 2)) of ``z64`` and its gradient for ``grad64``."""
+    ref = z64.clone().requires_grad_()
+    y64 = torch.nn.functional.instance_norm(torch.tanh(ref / 2))
+    y64.backward(grad64)
+    return y64, ref.grad
+
+
+@pytest.mark.parametrize("scale", [2.0, 0.7, 0.05])
+def test_tanh_instance_norm_equals_tanh_then_instance_norm(scale):
+    """The student block's tanh + norm in sigmoid form (_TanhInstanceNorm): values and input gradients within
+    a few fp32 ulps of float64 tanh then instance norm; channels whose tanh output varies less than
+    _SIGMOID_FORM_MIN_STD (scale 0.05) take the tanh form, bit for bit the separate tanh and norm."""
+    from train.models.factorizephys import _SIGMOID_FORM_MIN_STD, _ChannelsLastInstanceNorm, _TanhInstanceNorm
+
+    shape = (2, 8, 9, 12, 12)
+    g = torch.Generator().manual_seed(1)
+    z64 = (torch.randn(shape, generator=g, dtype=torch.float64) * scale + 0.3).float().double()
+    grad64 = torch.randn(shape, generator=g, dtype=torch.float64)
+    y64, gz64 = _tanh_norm_reference(z64, grad64)
+    cl = torch.channels_last_3d
+    z = z64.float().contiguous(memory_format=cl).requires_grad_()
+    y = _TanhInstanceNorm.apply(z, 1e-5)
+    y.backward(grad64.float().contiguous(memory_format=cl))
+    eps = torch.finfo(torch.float32).eps
+    assert ((y.double() - y64).abs() <= 8 * eps * y64.abs().clamp_min(1)).all()
+    assert ((z.grad.double() - gz64).abs() <= 16 * eps * gz64.abs().max()).all()
+    assert y.is_contiguous(memory_format=cl) and z.grad.is_contiguous(memory_format=cl)
+    low_variance = torch.tanh(z64 / 2).std(dim=(2, 3, 4), unbiased=False).min() < _SIGMOID_FORM_MIN_STD
+    assert bool(low_variance) == (scale == 0.05)
+    with torch.no_grad():
+        separate = _ChannelsLastInstanceNorm.apply(torch.tanh(z * 0.5), 1e-5)
+    assert torch.equal(y, separate) == bool(low_variance)
+
+
+@pytest.mark.parametrize("scale", [3.0, 0.1])
+def test_tanh_instance_norm_second_derivatives(scale):
+    """gradcheck and gradgradcheck in float64, in sigmoid form (scale 3) and in tanh form (scale 0.1)."""
+    from train.models.factorizephys import _TanhInstanceNorm
+
+    g = torch.Generator().manual_seed(2)
+    z = (torch.randn(2, 3, 4, 5, 6, generator=g, dtype=torch.float64) * scale).contiguous(
+        memory_format=torch.channels_last_3d
+    )
+    z.requires_grad_()
+    fn = lambda t: _TanhInstanceNorm.apply(t, 1e-5)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (z,)) and torch.autograd.gradgradcheck(fn, (z,))
+
+
+def test_conv_block_channels_last_equals_contiguous():
+    """_ConvBlock3D on a channels_last_3d input (convolution with weights 2w, _TanhInstanceNorm) computes what
+    it computes on a contiguous one (convolution, tanh, F.instance_norm), gradients included."""
+    from train.models.factorizephys import _ConvBlock3D
+
+    torch.manual_seed(0)
+    block = _ConvBlock3D(3, 8, (1, 2, 2), (1, 0, 0))
+    x = torch.randn(2, 3, 9, 16, 16)
+    outs, grads = [], []
+    for fmt in (torch.contiguous_format, torch.channels_last_3d):
+        block.zero_grad()
+        xi = x.clone(memory_format=fmt).requires_grad_()
+        y = block(xi)
+        (y * torch.linspace(-1, 1, y.shape[-1])).sum().backward()
+        outs.append(y)
+        grads.append((xi.grad, block.conv.weight.grad.clone()))
+    assert outs[1].is_contiguous(memory_format=torch.channels_last_3d)
+    torch.testing.assert_close(outs[1], outs[0], rtol=0, atol=2e-6)
+    for new, old in zip(grads[1], grads[0], strict=True):
+        torch.testing.assert_close(new, old, rtol=0, atol=1e-5 * old.abs().max().item())
+
+
 def _teacher(cfg):
     torch.manual_seed(0)
     teacher = build_teacher(cfg).eval()

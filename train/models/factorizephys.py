@@ -126,6 +126,34 @@ def _instance_norm_formula(x: Tensor, eps: float) -> Tensor:
     return y.view(b, t, h, w, c).permute(0, 4, 1, 2, 3)
 
 
+def _normalise(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """Instance norm of a ``channels_last_3d`` (B, C, T, H, W) tensor -> (y in that layout, rstd (B, C)).
+
+    Two-pass statistics (mean, then the mean square of x - mean) with cascade sums, so values agree with
+    ``F.instance_norm`` within float rounding (a few ulps), unlike a running float sum.
+    """
+    b, c, t, h, w = x.shape
+    n = t * h * w
+    y = _rows(x) - _per_channel_row(_per_channel_sums(x) / n, w)
+    var = (y * y).view(b, n, c).sum(1) / n
+    rstd = torch.rsqrt(var + eps)
+    y.mul_(_per_channel_row(rstd, w))
+    return y.view(b, t, h, w, c).permute(0, 4, 1, 2, 3), rstd
+
+
+def _normalise_backward(grad: Tensor, y: Tensor, rstd: Tensor) -> Tensor:
+    """Input gradient of :func:`_normalise` from its output ``y`` and ``rstd``: per (sample, channel)
+    rstd * (g - mean(g) - y * mean(g * y)); ``channels_last_3d`` like ``y``."""
+    b, c, t, h, w = y.shape
+    n = t * h * w
+    g = grad.contiguous(memory_format=torch.channels_last_3d)
+    g_mean = _per_channel_sums(g) / n
+    gy_mean = (_rows(g) * _rows(y)).view(b, n, c).sum(1) / n
+    gx = torch.addcmul(_per_channel_row(-g_mean * rstd, w), _rows(g), _per_channel_row(rstd, w))
+    gx.addcmul_(_rows(y), _per_channel_row(-gy_mean * rstd, w))
+    return gx.view(b, t, h, w, c).permute(0, 4, 1, 2, 3)
+
+
 class _ChannelsLastInstanceNorm(torch.autograd.Function):
     """InstanceNorm (affine False, biased variance) of a ``channels_last_3d`` (B, C, T, H, W) float tensor,
     computed in that layout: the output and the input gradient are ``channels_last_3d`` too.
@@ -140,13 +168,7 @@ class _ChannelsLastInstanceNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, eps: float) -> Tensor:
-        b, c, t, h, w = x.shape
-        n = t * h * w
-        y = _rows(x) - _per_channel_row(_per_channel_sums(x) / n, w)
-        var = (y * y).view(b, n, c).sum(1) / n
-        rstd = torch.rsqrt(var + eps)
-        y.mul_(_per_channel_row(rstd, w))
-        y = y.view(b, t, h, w, c).permute(0, 4, 1, 2, 3)
+        y, rstd = _normalise(x, eps)
         ctx.eps = eps
         ctx.save_for_backward(x, y, rstd)
         return y
@@ -158,14 +180,67 @@ class _ChannelsLastInstanceNorm(torch.autograd.Function):
             with torch.enable_grad():
                 (gx,) = torch.autograd.grad(_instance_norm_formula(x, ctx.eps), x, grad, create_graph=True)
             return gx, None
-        b, c, t, h, w = y.shape
-        n = t * h * w
-        g = grad.contiguous(memory_format=torch.channels_last_3d)
-        g_mean = _per_channel_sums(g) / n
-        gy_mean = (_rows(g) * _rows(y)).view(b, n, c).sum(1) / n
-        gx = torch.addcmul(_per_channel_row(-g_mean * rstd, w), _rows(g), _per_channel_row(rstd, w))
-        gx.addcmul_(_rows(y), _per_channel_row(-gy_mean * rstd, w))
-        return gx.view(b, t, h, w, c).permute(0, 4, 1, 2, 3), None
+        return _normalise_backward(grad, y, rstd), None
+
+
+# The sigmoid form of the block is used where every channel's tanh output has at least this standard
+# deviation (its absolute rounding, ~1 ulp of 1, then adds at most ~4 fp32 eps after the norm).
+_SIGMOID_FORM_MIN_STD = 0.25
+
+
+class _TanhInstanceNorm(torch.autograd.Function):
+    """InstanceNorm(tanh(z / 2)) of a ``channels_last_3d`` (B, C, T, H, W) float tensor ``z`` (twice the
+    convolution's output: a convolution with weights 2w gives exactly 2x its output), in that layout.
+
+    Computed as InstanceNorm(sigmoid(z)) with eps / 4: tanh(z / 2) = 2 sigmoid(z) - 1 and an instance norm
+    ignores the shift 1 and the scale 2 (the scale only rescales eps), so the two are the same function.
+    On CPU ``torch.sigmoid`` runs at memory bandwidth, ``torch.tanh`` several times slower (issue 15).
+    Rounding: sigmoid(z) carries an absolute error of about 1 ulp of 0.5, against tanh's relative 1 ulp, so
+    after the norm the difference is about 1 ulp of 1 divided by the channel's standard deviation. Where a
+    channel's tanh output has a standard deviation under :data:`_SIGMOID_FORM_MIN_STD`, the whole tensor
+    takes the tanh form instead (the old block's values exactly). Backward: the norm's gradient times
+    sigmoid'(z) (or tanh'(z / 2) / 2); under ``create_graph`` it differentiates the same form written in
+    differentiable torch ops, so second derivatives are exact.
+    """
+
+    @staticmethod
+    def forward(ctx, z: Tensor, eps: float) -> Tensor:
+        s = torch.sigmoid(z)
+        y, rstd = _normalise(s, eps / 4)
+        var = rstd.reciprocal().square() - eps / 4  # of sigmoid(z); tanh(z / 2) has 4x this variance
+        ctx.sigmoid_form = bool((var >= (_SIGMOID_FORM_MIN_STD / 2) ** 2).all())
+        if not ctx.sigmoid_form:
+            s = torch.tanh(z * 0.5)
+            y, rstd = _normalise(s, eps)
+        ctx.eps = eps
+        ctx.save_for_backward(z, s, y, rstd)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        z, act, y, rstd = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: a differentiable backward
+            with torch.enable_grad():
+                if ctx.sigmoid_form:
+                    out = _instance_norm_formula(torch.sigmoid(z), ctx.eps / 4)
+                else:
+                    out = _instance_norm_formula(torch.tanh(z * 0.5), ctx.eps)
+                (gz,) = torch.autograd.grad(out, z, grad, create_graph=True)
+            return gz, None
+        gx = _normalise_backward(grad, y, rstd)
+        if ctx.sigmoid_form:
+            return torch.ops.aten.sigmoid_backward(gx, act), None
+        return torch.ops.aten.tanh_backward(gx, act).mul_(0.5), None
+
+
+def _is_channels_last_float(x: Tensor) -> bool:
+    """A 5-D float32/float64 tensor in ``channels_last_3d`` memory (and not also contiguous)."""
+    return (
+        x.dim() == 5
+        and x.dtype in (torch.float32, torch.float64)
+        and x.is_contiguous(memory_format=torch.channels_last_3d)
+        and not x.is_contiguous()
+    )
 
 
 class _InstanceNorm3d(nn.InstanceNorm3d):
@@ -177,12 +252,7 @@ class _InstanceNorm3d(nn.InstanceNorm3d):
         super().__init__(num_features, affine=False, track_running_stats=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        if (
-            x.dim() == 5
-            and x.dtype in (torch.float32, torch.float64)
-            and x.is_contiguous(memory_format=torch.channels_last_3d)
-            and not x.is_contiguous()
-        ):
+        if _is_channels_last_float(x):
             return _ChannelsLastInstanceNorm.apply(x, self.eps)
         return super().forward(x)
 
@@ -203,7 +273,17 @@ class _ConvBlock3D(nn.Module):
         self.norm = _InstanceNorm3d(out_ch)
 
     def forward(self, x: Tensor) -> Tensor:
-        """(B, in_ch, T, H, W) -> (B, out_ch, T, H', W')."""
+        """(B, in_ch, T, H, W) -> (B, out_ch, T, H', W').
+
+        A ``channels_last_3d`` float input on CPU takes :class:`_TanhInstanceNorm` (the convolution with
+        weights 2w, exactly twice the output); anything else tanh, then the norm.
+        """
+        if x.device.type == "cpu" and _is_channels_last_float(x):
+            bias = None if self.conv.bias is None else self.conv.bias * 2
+            z = self.conv._conv_forward(x, self.conv.weight * 2, bias)
+            if _is_channels_last_float(z):
+                return _TanhInstanceNorm.apply(z, self.norm.eps)
+            return self.norm(torch.tanh(z * 0.5))
         return self.norm(torch.tanh(self.conv(x)))
 
 
