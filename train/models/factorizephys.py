@@ -163,18 +163,19 @@ class _ChannelsLastInstanceNorm(torch.autograd.Function):
     of x - mean) with cascade sums, so values agree with ``F.instance_norm`` within float rounding (a few
     ulps), unlike a running float sum. Backward: grad_x = rstd * (g - mean(g) - y * mean(g * y)) per
     (sample, channel); under ``create_graph`` it differentiates :func:`_instance_norm_formula` instead, so
-    second derivatives are exact.
+    second derivatives are exact. Returns (y, rstd (B, C), not differentiable).
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, eps: float) -> Tensor:
+    def forward(ctx, x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
         y, rstd = _normalise(x, eps)
         ctx.eps = eps
         ctx.save_for_backward(x, y, rstd)
-        return y
+        ctx.mark_non_differentiable(rstd)
+        return y, rstd
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+    def backward(ctx, grad: Tensor, _grad_rstd: Tensor | None) -> tuple[Tensor, None]:
         x, y, rstd = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph: a differentiable backward
             with torch.enable_grad():
@@ -188,49 +189,24 @@ class _ChannelsLastInstanceNorm(torch.autograd.Function):
 _SIGMOID_FORM_MIN_STD = 0.25
 
 
-class _TanhInstanceNorm(torch.autograd.Function):
+def _tanh_instance_norm(z: Tensor, eps: float) -> Tensor:
     """InstanceNorm(tanh(z / 2)) of a ``channels_last_3d`` (B, C, T, H, W) float tensor ``z`` (twice the
     convolution's output: a convolution with weights 2w gives exactly 2x its output), in that layout.
 
     Computed as InstanceNorm(sigmoid(z)) with eps / 4: tanh(z / 2) = 2 sigmoid(z) - 1 and an instance norm
     ignores the shift 1 and the scale 2 (the scale only rescales eps), so the two are the same function.
-    On CPU ``torch.sigmoid`` runs at memory bandwidth, ``torch.tanh`` several times slower (issue 15).
-    Rounding: sigmoid(z) carries an absolute error of about 1 ulp of 0.5, against tanh's relative 1 ulp, so
-    after the norm the difference is about 1 ulp of 1 divided by the channel's standard deviation. Where a
-    channel's tanh output has a standard deviation under :data:`_SIGMOID_FORM_MIN_STD`, the whole tensor
-    takes the tanh form instead (the old block's values exactly). Backward: the norm's gradient times
-    sigmoid'(z) (or tanh'(z / 2) / 2); under ``create_graph`` it differentiates the same form written in
-    differentiable torch ops, so second derivatives are exact.
+    On CPU ``torch.sigmoid`` runs at memory bandwidth, ``torch.tanh`` about 5x slower (issue 15). Rounding:
+    sigmoid(z) carries an absolute error of about 1 ulp of 0.5, against tanh's relative 1 ulp, so after
+    the norm the difference is about 1 ulp of 1 divided by the channel's standard deviation. Where a
+    channel's tanh output has a standard deviation under :data:`_SIGMOID_FORM_MIN_STD`, the tensor takes
+    the tanh form instead (the separate tanh and norm's values exactly). Differentiable in torch ops and
+    :class:`_ChannelsLastInstanceNorm` (exact second derivatives); saves what tanh then the norm saved.
     """
-
-    @staticmethod
-    def forward(ctx, z: Tensor, eps: float) -> Tensor:
-        s = torch.sigmoid(z)
-        y, rstd = _normalise(s, eps / 4)
-        var = rstd.reciprocal().square() - eps / 4  # of sigmoid(z); tanh(z / 2) has 4x this variance
-        ctx.sigmoid_form = bool((var >= (_SIGMOID_FORM_MIN_STD / 2) ** 2).all())
-        if not ctx.sigmoid_form:
-            s = torch.tanh(z * 0.5)
-            y, rstd = _normalise(s, eps)
-        ctx.eps = eps
-        ctx.save_for_backward(z, s, y, rstd)
+    y, rstd = _ChannelsLastInstanceNorm.apply(torch.sigmoid(z), eps / 4)
+    var = rstd.reciprocal().square() - eps / 4  # of sigmoid(z); tanh(z / 2) has 4x this variance
+    if bool((var >= (_SIGMOID_FORM_MIN_STD / 2) ** 2).all()):
         return y
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
-        z, act, y, rstd = ctx.saved_tensors
-        if torch.is_grad_enabled():  # create_graph: a differentiable backward
-            with torch.enable_grad():
-                if ctx.sigmoid_form:
-                    out = _instance_norm_formula(torch.sigmoid(z), ctx.eps / 4)
-                else:
-                    out = _instance_norm_formula(torch.tanh(z * 0.5), ctx.eps)
-                (gz,) = torch.autograd.grad(out, z, grad, create_graph=True)
-            return gz, None
-        gx = _normalise_backward(grad, y, rstd)
-        if ctx.sigmoid_form:
-            return torch.ops.aten.sigmoid_backward(gx, act), None
-        return torch.ops.aten.tanh_backward(gx, act).mul_(0.5), None
+    return _ChannelsLastInstanceNorm.apply(torch.tanh(z * 0.5), eps)[0]
 
 
 def _is_channels_last_float(x: Tensor) -> bool:
@@ -253,7 +229,7 @@ class _InstanceNorm3d(nn.InstanceNorm3d):
 
     def forward(self, x: Tensor) -> Tensor:
         if _is_channels_last_float(x):
-            return _ChannelsLastInstanceNorm.apply(x, self.eps)
+            return _ChannelsLastInstanceNorm.apply(x, self.eps)[0]
         return super().forward(x)
 
 
@@ -275,14 +251,14 @@ class _ConvBlock3D(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """(B, in_ch, T, H, W) -> (B, out_ch, T, H', W').
 
-        A ``channels_last_3d`` float input on CPU takes :class:`_TanhInstanceNorm` (the convolution with
+        A ``channels_last_3d`` float input on CPU takes :func:`_tanh_instance_norm` (the convolution with
         weights 2w, exactly twice the output); anything else tanh, then the norm.
         """
         if x.device.type == "cpu" and _is_channels_last_float(x):
             bias = None if self.conv.bias is None else self.conv.bias * 2
             z = self.conv._conv_forward(x, self.conv.weight * 2, bias)
             if _is_channels_last_float(z):
-                return _TanhInstanceNorm.apply(z, self.norm.eps)
+                return _tanh_instance_norm(z, self.norm.eps)
             return self.norm(torch.tanh(z * 0.5))
         return self.norm(torch.tanh(self.conv(x)))
 
