@@ -103,6 +103,28 @@ def test_channels_last_instance_norm_equals_instance_norm(shape):
             assert y.is_contiguous(memory_format=fmt) and x.grad.is_contiguous(memory_format=fmt)
 
 
+def test_per_channel_dot_in_chunks(monkeypatch):
+    """_per_channel_dot sums the products a chunk at a time (chunk sizes that do and don't divide T*H*W):
+    within a few fp32 ulps of the float64 sum, and the norm that uses it within its tolerance."""
+    import train.models.factorizephys as fp
+
+    g = torch.Generator().manual_seed(3)
+    shape = (2, 8, 9, 12, 12)
+    a64 = torch.randn(shape, generator=g, dtype=torch.float64).float().double()
+    b64 = torch.randn(shape, generator=g, dtype=torch.float64).float().double()
+    ref = (a64 * b64).sum(dim=(2, 3, 4))
+    scale = (a64 * b64).abs().sum(dim=(2, 3, 4))
+    cl = torch.channels_last_3d
+    a, b = a64.float().contiguous(memory_format=cl), b64.float().contiguous(memory_format=cl)
+    eps = torch.finfo(torch.float32).eps
+    for chunk in (16 * 8 * 2, 100 * 8 * 2, 1 << 20):
+        monkeypatch.setattr(fp, "_DOT_CHUNK_ELEMENTS", chunk)
+        assert ((fp._per_channel_dot(a, b).double() - ref).abs() <= 4 * eps * scale).all()
+        y = fp._ChannelsLastInstanceNorm.apply(a, 1e-5)[0]
+        y64 = torch.nn.functional.instance_norm(a64)
+        assert ((y.double() - y64).abs() <= 8 * eps * y64.abs().clamp_min(1)).all()
+
+
 def test_channels_last_instance_norm_second_derivatives():
     from train.models.factorizephys import _ChannelsLastInstanceNorm
 
