@@ -103,13 +103,114 @@ def test_channels_last_instance_norm_equals_instance_norm(shape):
             assert y.is_contiguous(memory_format=fmt) and x.grad.is_contiguous(memory_format=fmt)
 
 
+def test_per_channel_dot_in_chunks(monkeypatch):
+    """_per_channel_dot sums the products a chunk at a time (chunk sizes that do and don't divide T*H*W):
+    within a few fp32 ulps of the float64 sum, and the norm that uses it within its tolerance."""
+    import train.models.factorizephys as fp
+
+    g = torch.Generator().manual_seed(3)
+    shape = (2, 8, 9, 12, 12)
+    a64 = torch.randn(shape, generator=g, dtype=torch.float64).float().double()
+    b64 = torch.randn(shape, generator=g, dtype=torch.float64).float().double()
+    ref = (a64 * b64).sum(dim=(2, 3, 4))
+    scale = (a64 * b64).abs().sum(dim=(2, 3, 4))
+    cl = torch.channels_last_3d
+    a, b = a64.float().contiguous(memory_format=cl), b64.float().contiguous(memory_format=cl)
+    eps = torch.finfo(torch.float32).eps
+    for chunk in (16 * 8 * 2, 100 * 8 * 2, 1 << 20):
+        monkeypatch.setattr(fp, "_DOT_CHUNK_ELEMENTS", chunk)
+        assert ((fp._per_channel_dot(a, b).double() - ref).abs() <= 4 * eps * scale).all()
+        y = fp._ChannelsLastInstanceNorm.apply(a, 1e-5)[0]
+        y64 = torch.nn.functional.instance_norm(a64)
+        assert ((y.double() - y64).abs() <= 8 * eps * y64.abs().clamp_min(1)).all()
+
+
 def test_channels_last_instance_norm_second_derivatives():
     from train.models.factorizephys import _ChannelsLastInstanceNorm
 
     x = torch.randn(2, 3, 4, 5, 6, dtype=torch.float64).contiguous(memory_format=torch.channels_last_3d)
     x.requires_grad_()
-    fn = lambda t: _ChannelsLastInstanceNorm.apply(t, 1e-5)  # noqa: E731
+    fn = lambda t: _ChannelsLastInstanceNorm.apply(t, 1e-5)[0]  # noqa: E731
     assert torch.autograd.gradcheck(fn, (x,)) and torch.autograd.gradgradcheck(fn, (x,))
+
+
+def _tanh_norm_reference(z64: torch.Tensor, grad64: torch.Tensor):
+    """float64 InstanceNorm(tanh(z / 2)) of ``z64`` and its gradient for ``grad64``."""
+    ref = z64.clone().requires_grad_()
+    y64 = torch.nn.functional.instance_norm(torch.tanh(ref / 2))
+    y64.backward(grad64)
+    return y64, ref.grad
+
+
+@pytest.mark.parametrize("scale", [2.0, 0.7, 0.05])
+def test_tanh_instance_norm_equals_tanh_then_instance_norm(scale):
+    """The student block's tanh + norm in sigmoid form (_tanh_instance_norm): values and input gradients
+    within a few fp32 ulps of float64 tanh then instance norm; channels whose tanh output varies less than
+    _SIGMOID_FORM_MIN_STD (scale 0.05) take the tanh form, bit for bit the separate tanh and norm."""
+    from train.models.factorizephys import (
+        _SIGMOID_FORM_MIN_STD,
+        _ChannelsLastInstanceNorm,
+        _tanh_instance_norm,
+    )
+
+    shape = (2, 8, 9, 12, 12)
+    g = torch.Generator().manual_seed(1)
+    z64 = (torch.randn(shape, generator=g, dtype=torch.float64) * scale + 0.3).float().double()
+    grad64 = torch.randn(shape, generator=g, dtype=torch.float64)
+    y64, gz64 = _tanh_norm_reference(z64, grad64)
+    cl = torch.channels_last_3d
+    z = z64.float().contiguous(memory_format=cl).requires_grad_()
+    y = _tanh_instance_norm(z, 1e-5)
+    y.backward(grad64.float().contiguous(memory_format=cl))
+    eps = torch.finfo(torch.float32).eps
+    assert ((y.double() - y64).abs() <= 8 * eps * y64.abs().clamp_min(1)).all()
+    assert ((z.grad.double() - gz64).abs() <= 16 * eps * gz64.abs().max()).all()
+    assert y.is_contiguous(memory_format=cl) and z.grad.is_contiguous(memory_format=cl)
+    low_variance = torch.tanh(z64 / 2).std(dim=(2, 3, 4), unbiased=False).min() < _SIGMOID_FORM_MIN_STD
+    assert bool(low_variance) == (scale == 0.05)
+    with torch.no_grad():
+        separate = _ChannelsLastInstanceNorm.apply(torch.tanh(z * 0.5), 1e-5)[0]
+    assert torch.equal(y, separate) == bool(low_variance)
+
+
+@pytest.mark.parametrize("scale", [3.0, 0.1])
+def test_tanh_instance_norm_second_derivatives(scale):
+    """gradcheck and gradgradcheck in float64, in sigmoid form (scale 3) and in tanh form (scale 0.1)."""
+    from train.models.factorizephys import _tanh_instance_norm
+
+    g = torch.Generator().manual_seed(2)
+    z = (torch.randn(2, 3, 4, 5, 6, generator=g, dtype=torch.float64) * scale).contiguous(
+        memory_format=torch.channels_last_3d
+    )
+    z.requires_grad_()
+    fn = lambda t: _tanh_instance_norm(t, 1e-5)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (z,)) and torch.autograd.gradgradcheck(fn, (z,))
+
+
+def test_conv_block_channels_last_equals_contiguous():
+    """_ConvBlock3D on a channels_last_3d input (convolution with weights 2w, _tanh_instance_norm) computes
+    what it computes on a contiguous one (convolution, tanh, F.instance_norm), gradients included."""
+    from train.models.factorizephys import _ConvBlock3D
+
+    torch.manual_seed(0)
+    block = _ConvBlock3D(3, 8, (1, 2, 2), (1, 0, 0))
+    x = torch.randn(2, 3, 9, 16, 16)
+    outs, grads = [], []
+    for fmt in (torch.contiguous_format, torch.channels_last_3d):
+        block.zero_grad()
+        xi = x.clone(memory_format=fmt).requires_grad_()
+        y = block(xi)
+        (y * torch.linspace(-1, 1, y.shape[-1])).sum().backward()
+        outs.append(y)
+        grads.append((xi.grad, block.conv.weight.grad.clone()))
+    assert outs[1].is_contiguous(memory_format=torch.channels_last_3d)
+    x_cl = x.contiguous(memory_format=torch.channels_last_3d)
+    with torch.no_grad():  # weights 2w: exactly twice the convolution
+        doubled = block.conv._conv_forward(x_cl, block.conv.weight * 2, None)
+        assert torch.equal(doubled * 0.5, block.conv(x_cl))
+    torch.testing.assert_close(outs[1], outs[0], rtol=0, atol=2e-6)
+    for new, old in zip(grads[1], grads[0], strict=True):
+        torch.testing.assert_close(new, old, rtol=0, atol=1e-5 * old.abs().max().item())
 
 
 def _teacher(cfg):

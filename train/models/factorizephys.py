@@ -102,6 +102,36 @@ def _per_channel_sums(x: Tensor) -> Tensor:
     return x.permute(0, 2, 3, 4, 1).reshape(b, -1, c).sum(1)
 
 
+# Elements per chunk of :func:`_per_channel_dot`'s products (4 MiB in float32): small enough to stay in the
+# last-level cache, so the products never travel to main memory and back.
+_DOT_CHUNK_ELEMENTS = 1 << 20
+
+
+def _per_channel_dot(a: Tensor, b: Tensor) -> Tensor:
+    """Sums of a * b over (T, H, W) per sample and channel of two ``channels_last_3d`` (B, C, T, H, W)
+    tensors -> (B, C).
+
+    The products are formed a chunk of :data:`_DOT_CHUNK_ELEMENTS` at a time into one reused buffer and
+    each chunk summed like :func:`_per_channel_sums` (cascade), then the chunk sums added in order: the
+    same sum as ``(a * b)`` summed whole, within a few ulps, without writing and rereading the whole
+    product (issue 15).
+    """
+    bs, c = a.shape[:2]
+    av = a.permute(0, 2, 3, 4, 1).reshape(bs, -1, c)
+    bv = b.permute(0, 2, 3, 4, 1).reshape(bs, -1, c)
+    n = av.shape[1]
+    rows = max(1, _DOT_CHUNK_ELEMENTS // (bs * c))
+    if n <= rows:
+        return (av * bv).sum(1)
+    buf = torch.empty(bs, rows, c, dtype=torch.promote_types(a.dtype, b.dtype), device=a.device)
+    out = torch.zeros(bs, c, dtype=buf.dtype, device=a.device)
+    for start in range(0, n, rows):
+        part = buf[:, : min(rows, n - start)]
+        torch.mul(av[:, start : start + rows], bv[:, start : start + rows], out=part)
+        out += part.sum(1)
+    return out
+
+
 def _rows(x: Tensor) -> Tensor:
     """(B, C, T, H, W) in ``channels_last_3d`` -> its (B, T*H, W*C) view (rows of whole pixels)."""
     b, c, t, h, w = x.shape
@@ -126,6 +156,35 @@ def _instance_norm_formula(x: Tensor, eps: float) -> Tensor:
     return y.view(b, t, h, w, c).permute(0, 4, 1, 2, 3)
 
 
+def _normalise(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """Instance norm of a ``channels_last_3d`` (B, C, T, H, W) tensor -> (y in that layout, rstd (B, C)).
+
+    Two-pass statistics (mean, then the mean square of x - mean) with cascade sums, so values agree with
+    ``F.instance_norm`` within float rounding (a few ulps), unlike a running float sum.
+    """
+    b, c, t, h, w = x.shape
+    n = t * h * w
+    rows = _rows(x) - _per_channel_row(_per_channel_sums(x) / n, w)  # a new (B, T*H, W*C) tensor
+    y = rows.view(b, t, h, w, c).permute(0, 4, 1, 2, 3)
+    var = _per_channel_dot(y, y) / n
+    rstd = torch.rsqrt(var + eps)
+    rows.mul_(_per_channel_row(rstd, w))
+    return y, rstd
+
+
+def _normalise_backward(grad: Tensor, y: Tensor, rstd: Tensor) -> Tensor:
+    """Input gradient of :func:`_normalise` from its output ``y`` and ``rstd``: per (sample, channel)
+    rstd * (g - mean(g) - y * mean(g * y)); ``channels_last_3d`` like ``y``."""
+    b, c, t, h, w = y.shape
+    n = t * h * w
+    g = grad.contiguous(memory_format=torch.channels_last_3d)
+    g_mean = _per_channel_sums(g) / n
+    gy_mean = _per_channel_dot(g, y) / n
+    gx = torch.addcmul(_per_channel_row(-g_mean * rstd, w), _rows(g), _per_channel_row(rstd, w))
+    gx.addcmul_(_rows(y), _per_channel_row(-gy_mean * rstd, w))
+    return gx.view(b, t, h, w, c).permute(0, 4, 1, 2, 3)
+
+
 class _ChannelsLastInstanceNorm(torch.autograd.Function):
     """InstanceNorm (affine False, biased variance) of a ``channels_last_3d`` (B, C, T, H, W) float tensor,
     computed in that layout: the output and the input gradient are ``channels_last_3d`` too.
@@ -135,37 +194,60 @@ class _ChannelsLastInstanceNorm(torch.autograd.Function):
     of x - mean) with cascade sums, so values agree with ``F.instance_norm`` within float rounding (a few
     ulps), unlike a running float sum. Backward: grad_x = rstd * (g - mean(g) - y * mean(g * y)) per
     (sample, channel); under ``create_graph`` it differentiates :func:`_instance_norm_formula` instead, so
-    second derivatives are exact.
+    second derivatives are exact. Returns (y, rstd (B, C), not differentiable).
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, eps: float) -> Tensor:
-        b, c, t, h, w = x.shape
-        n = t * h * w
-        y = _rows(x) - _per_channel_row(_per_channel_sums(x) / n, w)
-        var = (y * y).view(b, n, c).sum(1) / n
-        rstd = torch.rsqrt(var + eps)
-        y.mul_(_per_channel_row(rstd, w))
-        y = y.view(b, t, h, w, c).permute(0, 4, 1, 2, 3)
+    def forward(ctx, x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+        y, rstd = _normalise(x, eps)
         ctx.eps = eps
         ctx.save_for_backward(x, y, rstd)
-        return y
+        ctx.mark_non_differentiable(rstd)
+        return y, rstd
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+    def backward(ctx, grad: Tensor, _grad_rstd: Tensor | None) -> tuple[Tensor, None]:
         x, y, rstd = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph: a differentiable backward
             with torch.enable_grad():
                 (gx,) = torch.autograd.grad(_instance_norm_formula(x, ctx.eps), x, grad, create_graph=True)
             return gx, None
-        b, c, t, h, w = y.shape
-        n = t * h * w
-        g = grad.contiguous(memory_format=torch.channels_last_3d)
-        g_mean = _per_channel_sums(g) / n
-        gy_mean = (_rows(g) * _rows(y)).view(b, n, c).sum(1) / n
-        gx = torch.addcmul(_per_channel_row(-g_mean * rstd, w), _rows(g), _per_channel_row(rstd, w))
-        gx.addcmul_(_rows(y), _per_channel_row(-gy_mean * rstd, w))
-        return gx.view(b, t, h, w, c).permute(0, 4, 1, 2, 3), None
+        return _normalise_backward(grad, y, rstd), None
+
+
+# The sigmoid form of the block is used where every channel's tanh output has at least this standard
+# deviation (its absolute rounding, ~1 ulp of 1, then adds at most ~4 fp32 eps after the norm).
+_SIGMOID_FORM_MIN_STD = 0.25
+
+
+def _tanh_instance_norm(z: Tensor, eps: float) -> Tensor:
+    """InstanceNorm(tanh(z / 2)) of a ``channels_last_3d`` (B, C, T, H, W) float tensor ``z`` (twice the
+    convolution's output: a convolution with weights 2w gives exactly 2x its output), in that layout.
+
+    Computed as InstanceNorm(sigmoid(z)) with eps / 4: tanh(z / 2) = 2 sigmoid(z) - 1 and an instance norm
+    ignores the shift 1 and the scale 2 (the scale only rescales eps), so the two are the same function.
+    On CPU ``torch.sigmoid`` runs at memory bandwidth, ``torch.tanh`` about 5x slower (issue 15). Rounding:
+    sigmoid(z) carries an absolute error of about 1 ulp of 0.5, against tanh's relative 1 ulp, so after
+    the norm the difference is about 1 ulp of 1 divided by the channel's standard deviation. Where a
+    channel's tanh output has a standard deviation under :data:`_SIGMOID_FORM_MIN_STD`, the tensor takes
+    the tanh form instead (the separate tanh and norm's values exactly). Differentiable in torch ops and
+    :class:`_ChannelsLastInstanceNorm` (exact second derivatives); saves what tanh then the norm saved.
+    """
+    y, rstd = _ChannelsLastInstanceNorm.apply(torch.sigmoid(z), eps / 4)
+    var = rstd.reciprocal().square() - eps / 4  # of sigmoid(z); tanh(z / 2) has 4x this variance
+    if bool((var >= (_SIGMOID_FORM_MIN_STD / 2) ** 2).all()):
+        return y
+    return _ChannelsLastInstanceNorm.apply(torch.tanh(z * 0.5), eps)[0]
+
+
+def _is_channels_last_float(x: Tensor) -> bool:
+    """A 5-D float32/float64 tensor in ``channels_last_3d`` memory (and not also contiguous)."""
+    return (
+        x.dim() == 5
+        and x.dtype in (torch.float32, torch.float64)
+        and x.is_contiguous(memory_format=torch.channels_last_3d)
+        and not x.is_contiguous()
+    )
 
 
 class _InstanceNorm3d(nn.InstanceNorm3d):
@@ -177,13 +259,8 @@ class _InstanceNorm3d(nn.InstanceNorm3d):
         super().__init__(num_features, affine=False, track_running_stats=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        if (
-            x.dim() == 5
-            and x.dtype in (torch.float32, torch.float64)
-            and x.is_contiguous(memory_format=torch.channels_last_3d)
-            and not x.is_contiguous()
-        ):
-            return _ChannelsLastInstanceNorm.apply(x, self.eps)
+        if _is_channels_last_float(x):
+            return _ChannelsLastInstanceNorm.apply(x, self.eps)[0]
         return super().forward(x)
 
 
@@ -203,7 +280,17 @@ class _ConvBlock3D(nn.Module):
         self.norm = _InstanceNorm3d(out_ch)
 
     def forward(self, x: Tensor) -> Tensor:
-        """(B, in_ch, T, H, W) -> (B, out_ch, T, H', W')."""
+        """(B, in_ch, T, H, W) -> (B, out_ch, T, H', W').
+
+        A ``channels_last_3d`` float input on CPU takes :func:`_tanh_instance_norm` (the convolution with
+        weights 2w, exactly twice the output); anything else tanh, then the norm.
+        """
+        if x.device.type == "cpu" and _is_channels_last_float(x):
+            bias = None if self.conv.bias is None else self.conv.bias * 2
+            z = self.conv._conv_forward(x, self.conv.weight * 2, bias)
+            if _is_channels_last_float(z):
+                return _tanh_instance_norm(z, self.norm.eps)
+            return self.norm(torch.tanh(z * 0.5))
         return self.norm(torch.tanh(self.conv(x)))
 
 
