@@ -920,13 +920,25 @@ def step_floor(args) -> dict:
 SPIN_POLICIES = {
     "passive": (
         "no_spin (OMP_WAIT_POLICY=PASSIVE, KMP_BLOCKTIME=0)",
-        {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"},
+        {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0", "GOMP_SPINCOUNT": None},
     ),
     "default": (
         "OpenMP default (no OMP_WAIT_POLICY: spins briefly)",
-        {"OMP_WAIT_POLICY": None, "KMP_BLOCKTIME": None},
+        {"OMP_WAIT_POLICY": None, "KMP_BLOCKTIME": None, "GOMP_SPINCOUNT": None},
     ),
-    "active": ("spin (OMP_WAIT_POLICY=ACTIVE)", {"OMP_WAIT_POLICY": "ACTIVE", "KMP_BLOCKTIME": None}),
+    "active": (
+        "spin (OMP_WAIT_POLICY=ACTIVE)",
+        {"OMP_WAIT_POLICY": "ACTIVE", "KMP_BLOCKTIME": None, "GOMP_SPINCOUNT": None},
+    ),
+    # GNU OpenMP's bounded spin: a waiting thread spins this many iterations, then sleeps.
+    "spin3k": (  # rpm's setting (pipeline/threads.py)
+        "bounded spin (GOMP_SPINCOUNT=3000)",
+        {"OMP_WAIT_POLICY": None, "KMP_BLOCKTIME": "0", "GOMP_SPINCOUNT": "3000"},
+    ),
+    "spin30k": (
+        "bounded spin (GOMP_SPINCOUNT=30000)",
+        {"OMP_WAIT_POLICY": None, "KMP_BLOCKTIME": "0", "GOMP_SPINCOUNT": "30000"},
+    ),
 }
 
 
@@ -1004,12 +1016,11 @@ def main() -> None:
         worker_main(args)
         return
     sys.path.insert(0, str(REPO))
-    from pipeline.threads import NO_SPIN_ENV, available_cpus
+    from pipeline.threads import available_cpus, configure_process_threads
 
     if not args.threads:
         args.threads = available_cpus()
-    for k, v in NO_SPIN_ENV.items():
-        os.environ.setdefault(k, v)
+    configure_process_threads(cpus=args.threads)
     import torch
 
     torch.set_num_threads(args.threads)
@@ -1076,7 +1087,7 @@ def main() -> None:
         return
     trees = {"new": REPO} if args.old_tree is None else {"old": args.old_tree.resolve(), "new": REPO}
     load_before = load()
-    steps = bench_trees(args, trees, dict(NO_SPIN_ENV))
+    steps = bench_trees(args, trees, {})
     load_after = load()
     loader = {"workers_0": bench_loader(args, 0), f"workers_{args.workers}": bench_loader(args, args.workers)}
     train_rate = steps["new"]["train_clips_per_s_rpm_distill"]

@@ -9,9 +9,14 @@ which counts the machine's cores.
 imported: OpenMP reads its environment once, when the library loads. It sets, unless the user already has:
 
 * ``OMP_NUM_THREADS`` = :func:`available_cpus` (torch's intra-op threads, MKL's and OpenBLAS's);
-* ``OMP_WAIT_POLICY=PASSIVE`` (GNU OpenMP, which torch's wheels use) and ``KMP_BLOCKTIME=0`` (Intel
-  OpenMP): a thread that waits for work sleeps at once instead of spinning for up to ~200 ms. Spinning
-  threads of several processes on oversubscribed cores burn the time slices the working threads need.
+* ``GOMP_SPINCOUNT=3000`` (GNU OpenMP, which torch's wheels use; only when ``OMP_WAIT_POLICY`` is not
+  set) and ``KMP_BLOCKTIME=0`` (Intel OpenMP): a thread that waits for work spins for a few microseconds,
+  then sleeps. OpenMP's default spin (300,000 iterations, up to ~200 ms of waiting) lets the threads of
+  several processes on oversubscribed cores burn the time slices the working threads need (measured:
+  3.9x the fair share beside three other training processes); sleeping at once (``PASSIVE``) costs a
+  wake-up per parallel region, about 10 % of a training step on cores it has to itself. The short spin
+  keeps most of that speed alone and stays at the fair share under contention
+  (``bench/results/train_contention.json``).
 
 ``rpm`` calls it first thing in ``cli.py``, so ``rpm train``, ``rpm preprocess`` and ``rpm report`` all run
 with it. In a process where torch is already imported the environment no longer takes effect; such
@@ -28,8 +33,9 @@ from pathlib import Path
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_SELF_CGROUP = Path("/proc/self/cgroup")
 
-# Set when absent; the values that stop OpenMP worker threads from spin-waiting.
-NO_SPIN_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
+# Set when absent: OpenMP worker threads spin only briefly before they sleep (GOMP_SPINCOUNT is set only
+# when the user has not chosen OMP_WAIT_POLICY, which an explicit GOMP_SPINCOUNT would override).
+WAIT_ENV = {"GOMP_SPINCOUNT": "3000", "KMP_BLOCKTIME": "0"}
 
 
 def parse_cpu_max(text: str) -> float | None:
@@ -150,7 +156,9 @@ def configure_process_threads(
     value is returned. Call before importing torch.
     """
     env = os.environ if environ is None else environ
-    for key, value in NO_SPIN_ENV.items():
+    for key, value in WAIT_ENV.items():
+        if key == "GOMP_SPINCOUNT" and "OMP_WAIT_POLICY" in env:
+            continue
         env.setdefault(key, value)
     if "OMP_NUM_THREADS" not in env:
         env["OMP_NUM_THREADS"] = str(cpus if cpus is not None else available_cpus())

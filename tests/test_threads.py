@@ -86,10 +86,14 @@ def test_this_process_uses_affinity_not_cpu_count():
 def test_configure_sets_only_absent_variables():
     env: dict[str, str] = {}
     assert configure_process_threads(env, cpus=3) == 3
-    assert env == {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0", "OMP_NUM_THREADS": "3"}
+    assert env == {"GOMP_SPINCOUNT": "3000", "KMP_BLOCKTIME": "0", "OMP_NUM_THREADS": "3"}
     user = {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "ACTIVE"}
     assert configure_process_threads(user, cpus=3) == 1
-    assert user["OMP_WAIT_POLICY"] == "ACTIVE" and user["KMP_BLOCKTIME"] == "0"
+    # a user's wait policy stands: no GOMP_SPINCOUNT, which would override it
+    assert user == {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "ACTIVE", "KMP_BLOCKTIME": "0"}
+    own = {"GOMP_SPINCOUNT": "0"}
+    configure_process_threads(own, cpus=2)
+    assert own["GOMP_SPINCOUNT"] == "0"
 
 
 def test_cli_process_starts_torch_with_the_settings():
@@ -97,16 +101,16 @@ def test_cli_process_starts_torch_with_the_settings():
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "KMP_BLOCKTIME")
+        if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "KMP_BLOCKTIME", "GOMP_SPINCOUNT")
     }
     env["PYTHONPATH"] = str(REPO)
     code = (
         "import os, cli, torch; "
-        "print(torch.get_num_threads(), os.environ['OMP_WAIT_POLICY'], len(os.sched_getaffinity(0)))"
+        "print(torch.get_num_threads(), os.environ['GOMP_SPINCOUNT'], len(os.sched_getaffinity(0)))"
     )
     cpu = sorted(os.sched_getaffinity(0))[0]
     out = subprocess.run(
         ["taskset", "-c", str(cpu), sys.executable, "-c", code], env=env, capture_output=True, text=True
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["1", "PASSIVE", "1"]
+    assert out.stdout.split() == ["1", "3000", "1"]
