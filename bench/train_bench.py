@@ -982,6 +982,25 @@ def contention(args) -> dict:
     return out
 
 
+def _run_header(args, torch, device) -> dict:
+    """The command line, machine, threads, shape and repetitions every result file starts with."""
+    from pipeline.threads import available_cpus
+
+    return {
+        "command": "python bench/train_bench.py " + " ".join(sys.argv[1:]),
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or "cpu",
+        "cpus_available": available_cpus(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": args.threads,
+        "torch": torch.__version__,
+        "bf16_autocast": device.type == "cuda",
+        "shape": {"frames": args.frames, "batch": args.batch, "size": args.size},
+        "reps": args.reps,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=128)
@@ -1061,16 +1080,7 @@ def main() -> None:
         load_before = load()
         floor = step_floor(args)
         result = {
-            "command": "python bench/train_bench.py " + " ".join(sys.argv[1:]),
-            "device": torch.cuda.get_device_name(device)
-            if device.type == "cuda"
-            else platform.processor() or "cpu",
-            "cpus_available": available_cpus(),
-            "torch_threads": args.threads,
-            "torch": torch.__version__,
-            "bf16_autocast": device.type == "cuda",
-            "shape": {"frames": args.frames, "batch": args.batch, "size": args.size},
-            "reps": args.reps,
+            **_run_header(args, torch, device),
             "load_average_before": load_before,
             "load_average_after": load(),
             "shared_machine": (
@@ -1092,17 +1102,7 @@ def main() -> None:
     loader = {"workers_0": bench_loader(args, 0), f"workers_{args.workers}": bench_loader(args, args.workers)}
     train_rate = steps["new"]["train_clips_per_s_rpm_distill"]
     result = {
-        "command": "python bench/train_bench.py " + " ".join(sys.argv[1:]),
-        "device": torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else platform.processor() or "cpu",
-        "cpus_available": available_cpus(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": args.threads,
-        "torch": torch.__version__,
-        "bf16_autocast": device.type == "cuda",
-        "shape": {"frames": args.frames, "batch": args.batch, "size": args.size},
-        "reps": args.reps,
+        **_run_header(args, torch, device),
         "load_average_before": load_before,
         "load_average_after": load_after,
         "trees": {k: str(v) for k, v in trees.items()},
