@@ -181,6 +181,11 @@ def _metrics(rows: list[dict], method: str) -> dict:
     return {k: m[k] for k in ("MAE", "RMSE", "r", "median_AE", "n")}
 
 
+def _group(row: dict, key: str) -> str:
+    """The row's condition under ``key``: its skin group (light / medium / dark) or the field itself."""
+    return skin_group(row["skin_type"]) if key == "skin" else row[key]
+
+
 def summarise(layout: str, per_seed: dict[int, list[dict]]) -> dict:
     """Pooled metrics, band check, per-seed MAE spread and per-condition MAE for one layout."""
     pooled = [r for rows in per_seed.values() for r in rows]
@@ -191,13 +196,9 @@ def summarise(layout: str, per_seed: dict[int, list[dict]]) -> dict:
         res["MAE_seed_std"] = float(np.std(maes, ddof=1)) if len(maes) > 1 else math.nan
         res["MAE_per_seed"] = maes
         by = {}
-        for key, groups in (
-            ("skin", lambda r: skin_group(r["skin_type"])),
-            ("illumination", lambda r: r["illumination"]),
-            ("motion", lambda r: r["motion"]),
-        ):
-            vals = sorted({groups(r) for r in pooled})
-            by[key] = {v: _metrics([r for r in pooled if groups(r) == v], m) for v in vals}
+        for key in ("skin", "illumination", "motion"):
+            vals = sorted({_group(r, key) for r in pooled})
+            by[key] = {v: _metrics([r for r in pooled if _group(r, key) == v], m) for v in vals}
         res["by_condition"] = by
         res["in_band"] = in_band(m, res, PUBLISHED[layout][m])
         out["methods"][m] = res
@@ -216,10 +217,6 @@ def in_band(method: str, synthetic: dict, published: dict) -> dict[str, bool]:
         else:
             out[metric] = p / tol <= s <= p * tol
     return out
-
-
-def _group(row: dict, key: str) -> str:
-    return skin_group(row["skin_type"]) if key == "skin" else row[key]
 
 
 def ordering(rows: list[dict], method: str, key: str, harder: str, easier: str, seed: int = 0) -> dict:
