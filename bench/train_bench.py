@@ -173,13 +173,33 @@ class Worker:
         return out
 
     def flops(self, name: str) -> float:
-        """FLOP of one step (FlopCounterMode: convolutions, matmuls and their backward; elementwise: 0)."""
+        """FLOP of one step (FlopCounterMode: convolutions, matmuls and their backward; elementwise: 0),
+        the input resize left out: since round 6 it sums pixel windows with 0/1 block matrix products
+        (``train.data._exact_area_resize``, ~0.3 GFLOP per clip), data preparation that must not count as
+        the model's work. A second counter inside each ``video_to_input`` call measures what to subtract
+        (the outer counter sees those products too); in a tree whose resize pools, that is 0."""
         from torch.utils.flop_counter import FlopCounterMode
 
+        import train.trainer as trainer_module
+
+        resize = trainer_module.video_to_input
+        resize_flop = []
+
+        def counted_resize(*args, **kwargs):
+            inner = FlopCounterMode(display=False)
+            with inner:
+                out = resize(*args, **kwargs)
+            resize_flop.append(inner.get_total_flops())
+            return out
+
         counter = FlopCounterMode(display=False)
-        with counter:
-            self.run(name)
-        return float(counter.get_total_flops())
+        trainer_module.video_to_input = counted_resize
+        try:
+            with counter:
+                self.run(name)
+        finally:
+            trainer_module.video_to_input = resize
+        return float(counter.get_total_flops() - sum(resize_flop))
 
 
 def matmul_rate(torch, device, reps: int = 3, n: int = 2048) -> dict:

@@ -58,22 +58,64 @@ def _old_video_to_input(video, size):
     return x.contiguous()
 
 
-@pytest.mark.parametrize("side", [72, 96, 128])
-def test_video_to_input_matches_the_old_resize(side):
-    """Bit for bit where every pooling window has 1, 2 or 4 pixels (72, 96 px); at 128 px the 3x3 windows'
-    sums are the same but divided by 9 in one rounding instead of by 3 twice: at most 1 ulp apart."""
-    video = _batch(side=side)["video"]
+# Pooling x / 255 rounds each pixel, each partial sum and the division: measured up to 3 ulps of 0.5 from the
+# exact area mean (128 -> 72 and 97 -> 72 px; 2 at 96 -> 72).
+_POOLING_ERROR = 3 * 2.0**-24
+
+
+def _exact_area_mean(video, size):
+    """The area resize of x / 255 in float64, rounded once to float32: (B, 3, T, size, size)."""
+    b, t, h, w, c = video.shape
+    x = video.double().div(255.0).reshape(b * t, h, w, c).permute(0, 3, 1, 2)
+    y = torch.nn.functional.adaptive_avg_pool2d(x, (size, size))
+    return y.reshape(b, t, c, size, size).permute(0, 2, 1, 3, 4).float()
+
+
+@pytest.mark.parametrize("side", [72, 96, 128, (128, 96), 64])
+def test_video_to_input_is_the_exact_area_mean(side):
+    """The CPU resize returns the float64 area mean rounded once to float32, bit for bit (down-, up- and
+    non-square resizes, and no resize at 72 px); the resize before issue 15's round 6 (pooling of x / 255)
+    stays within 3 ulps of 0.5 of it, so values moved by at most that."""
+    h, w = side if isinstance(side, tuple) else (side, side)
+    video = _batch(side=h)["video"][..., :w, :].contiguous()
+    exact = _exact_area_mean(video, 72)
     old = _old_video_to_input(video, 72)
-    ulp = torch.nextafter(old, torch.full_like(old, 2.0)) - old
+    assert ((old - exact).abs() <= _POOLING_ERROR).all()
     for channels_last in (False, True):
         new = video_to_input(video, 72, CPU, channels_last=channels_last)
-        if side == 128:
-            assert ((new - old).abs() <= ulp).all()
-            assert (new != old).float().mean() < 0.2
-        else:
-            assert torch.equal(new, old)
+        assert torch.equal(new, exact)
         fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
         assert new.is_contiguous(memory_format=fmt)
+
+
+def test_video_to_input_falls_back_to_pooling_within_ulps(monkeypatch):
+    """A window period longer than the exact path takes (97 -> 72 px), or float32 products allowed to round
+    inside (bf16), take ``F.interpolate``: within 3 ulps of 0.5 of the exact mean."""
+    import train.data as data
+
+    video = _batch(side=97)["video"]
+    assert ((video_to_input(video, 72, CPU) - _exact_area_mean(video, 72)).abs() <= _POOLING_ERROR).all()
+    video = _batch(side=128)["video"]
+    exact = _exact_area_mean(video, 72)
+    monkeypatch.setattr(data, "_fp32_matmul_is_ieee", lambda: False)
+    pooled = video_to_input(video, 72, CPU)
+    assert ((pooled - exact).abs() <= _POOLING_ERROR).all()
+    assert not torch.equal(pooled, exact)  # the pooling path really ran
+
+
+def test_fp32_matmul_precision_guard():
+    """The exact resize steps aside when a user lets float32 products use bf16 (integer sums over 256 would
+    round); the default precision keeps it."""
+    from train.data import _fp32_matmul_is_ieee
+
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        assert _fp32_matmul_is_ieee()
+        torch.set_float32_matmul_precision("medium")
+        assert not _fp32_matmul_is_ieee()
+    finally:
+        torch.set_float32_matmul_precision(before)
 
 
 @pytest.mark.parametrize("shape", [(2, 8, 9, 12, 12), (3, 3, 16, 7, 5), (2, 16, 5, 1, 1)])
