@@ -2,7 +2,7 @@
 
 Reference: contiguous student and input, the teacher run on every batch. Optimised: the channels-last 3-D
 student and input, the teacher's waveform cached per clip. Same seed -> losses and gradients equal within
-float rounding; the cached waveforms equal the batch ones; the fast input equals the old resize within 1 ulp.
+float rounding; the cached waveforms equal the batch ones; the fast input is the exact area mean rounded once.
 Freed memory kept for reuse (``keep_freed_memory``): a freed large tensor's pages are reused, not faulted in
 again.
 """
