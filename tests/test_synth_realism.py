@@ -158,3 +158,39 @@ def test_small_sample_lands_near_the_published_difficulty():
     both = np.concatenate([np.asarray(errors[m]) for m in errors])
     skin2 = np.concatenate([skin, skin])
     assert both[skin2 >= 5].mean() > both[skin2 <= 2].mean() + 1.0
+
+
+def test_talking_mouth_shows_teeth_and_cavity_only_where_the_lips_part():
+    """Realistic talking sessions show what is behind the lips when the jaw drops (``mouth_interior``),
+    recorded for each talking interval: the frames differ from the stretched-lip rendering only in a small
+    patch at the mouth and only while the jaw is open; a stationary session has no mouth interior."""
+    from itertools import islice
+
+    from pipeline.synth.physdrive import make_driver, render_session_frames
+
+    plan = plan_session(0, "AMZ1", "AT", 1, 6.0, 5)
+    talking = [(e["start_s"], e["end_s"]) for e in plan.track.events if e["kind"] == "talking"]
+    mouth = [e for e in plan.confounders.events if e["kind"] == "mouth_interior"]
+    assert talking and [(e["start_s"], e["end_s"]) for e in mouth] == talking
+    assert plan.track.mouth is not None and 0.2 <= mouth[0]["teeth_frac"] <= 0.5
+    still = plan_session(0, "AMZ1", "AS", 0, 6.0, 5)
+    assert still.track.mouth is None
+    assert not any(e["kind"] == "mouth_interior" for e in still.confounders.events)
+
+    driver = make_driver(0, "AMZ1", 5)
+    open_i = int(np.argmax(plan.track.jaw))
+    shut_i = int(np.argmin(plan.track.jaw))
+    last = max(open_i, shut_i) + 1
+    twin = plan_session(0, "AMZ1", "AT", 1, 6.0, 5)  # a fresh plan: rendering spawns its noise seeds
+    twin.track.mouth = None
+    for p in (plan, twin):
+        p.track.jaw[shut_i] = 0.0  # the jaw shut (between syllables the track is only near 0)
+    with_mouth = list(islice(render_session_frames(plan, driver), last))
+    lips = list(islice(render_session_frames(twin, driver), last))
+    assert np.array_equal(with_mouth[shut_i], lips[shut_i])
+    changed = (with_mouth[open_i] != lips[open_i]).any(-1)
+    rows, cols = np.nonzero(changed)
+    assert 0 < rows.size < 0.002 * changed.size
+    assert np.ptp(rows) < 0.12 * driver.face_px and np.ptp(cols) < 0.35 * driver.face_px
+    green = with_mouth[open_i][changed][:, 1].astype(float) - lips[open_i][changed][:, 1]
+    assert np.abs(green).mean() > 10.0  # teeth and cavity, not skin

@@ -37,6 +37,15 @@ Video
   about a pixel (which is why the usual practice smooths it). Modelled as independent per-frame crop
   offsets (0.3-1.0 % of the crop side, rms) and scale changes (0.3-0.8 %): a geometric effect, its
   intensity change comes from the face's own shading and edges.
+* ``mouth_interior`` (both layouts, talking): when the jaw drops, the lips part and the gap shows the
+  upper teeth (bright enamel) above the dark, shadowed oral cavity; neither carries a pulse. The easy
+  world stretches the lip texture instead. The gap follows the renderer's jaw track (syllables at 3-6 Hz
+  in 2-6 s bursts, 2.5-5 % of the face height at the chin; the lower lip moves about half that), inside
+  a mouth 0.25 face heights wide (anthropometric proportion). The pixels that change are few (~1 % of the
+  skin ROI at full opening) but far from skin in colour and brightness, so the ROI mean moves by about
+  as much as the pulse, in and near the cardiac band and not along the intensity direction that POS and
+  CHROM cancel. Colours and the teeth share (``cavity_green_dn``, ``teeth_green_dn``, ``teeth_frac`` in
+  the sidecar) are assumptions.
 * ``sun_shadow`` (PhysDrive, daylight): shadows of poles, trees and buildings sweep over the driver as
   the car passes them: dips of 15-45 % of the light for 0.1-0.6 s, several a minute (more on the
   congested roads B and C, fewer at dusk when the low, weak sun adds little direct light and most of
@@ -83,7 +92,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.synth.scene import band_noise, envelope, slow_wave, smooth_noise
+from pipeline.synth.scene import MouthInterior, band_noise, envelope, slow_wave, smooth_noise
 
 DIFFICULTIES = ("easy", "realistic")
 CONFOUNDER_STREAM = 16  # last entry of the confounders' SeedSequence key (issue 16)
@@ -105,6 +114,11 @@ CROP_SCALE_JITTER = (0.003, 0.008)
 SUN_SHADOW_RATE_PER_MIN = {"noon": {"A": 4.0, "B": 10.0, "C": 10.0}, "dusk": {"A": 2.0, "B": 5.0, "C": 5.0}}
 SUN_SHADOW_DEPTH = {"noon": (0.15, 0.45), "dusk": (0.05, 0.15)}
 SUN_SHADOW_LEN_S = (0.1, 0.6)
+MOUTH_CAVITY_RGB = (50.0, 20.0, 20.0)  # shadowed oral cavity (tongue, mucosa), DN at noon
+MOUTH_CAVITY_SCALE = (0.6, 1.4)
+TEETH_RGB = (200.0, 190.0, 170.0)  # enamel, DN at noon
+TEETH_SCALE = (0.8, 1.1)
+TEETH_FRAC = (0.2, 0.5)  # share of the lip gap (from the top) that shows the upper teeth
 # Label
 LABEL_DPTT_S = (0.020, 0.060)
 LABEL_DPTT_RESP_S = (0.003, 0.010)
@@ -315,6 +329,24 @@ def apply_video(conf: Confounders, track, phys, t: np.ndarray, face_px: float, c
         track.ty = track.ty + p["crop_jitter"] * side * rng.standard_normal(t.size)
         track.tx = track.tx + p["crop_jitter"] * side * rng.standard_normal(t.size)
         track.scale = track.scale * (1.0 + p["crop_scale_jitter"] * rng.standard_normal(t.size))
+    talking = [e for e in track.events if e["kind"] == "talking"]
+    if talking and bool(np.any(track.jaw > 0)):
+        rng = _stream(conf, 6)
+        cavity = tuple(float(v) for v in np.array(MOUTH_CAVITY_RGB) * rng.uniform(*MOUTH_CAVITY_SCALE))
+        teeth = tuple(float(v) for v in np.array(TEETH_RGB) * rng.uniform(*TEETH_SCALE))
+        track.mouth = MouthInterior(cavity, teeth, float(rng.uniform(*TEETH_FRAC)))
+        for e in talking:
+            conf.events.append(
+                _ev(
+                    "mouth_interior",
+                    e["start_s"],
+                    e["end_s"],
+                    "video",
+                    cavity_green_dn=cavity[1],
+                    teeth_green_dn=teeth[1],
+                    teeth_frac=track.mouth.teeth_frac,
+                )
+            )
     gains, analogue = camera_gains(conf, t)
     light = sun_shadow_gain(conf, t)
     track.ambient = (track.ambient * gains * light[:, None]).astype(np.float32)

@@ -48,7 +48,8 @@ from pipeline.synth.physio import Physiology, simulate_physiology
 FACE_CENTER_RC = (118.0, 226.0)
 FACE_BOX_PX = 160.0  # side of the photo square an MTCNN-style crop covers
 FACE_HEIGHT_PX = 110.0  # forehead to chin in the photo
-MOUTH_RC = (146.0, 224.0)
+MOUTH_RC = (146.0, 224.0)  # centre of the lips' contact line
+MOUTH_HALF_WIDTH_PX = 14.0  # mouth ~0.25 face heights wide (anthropometry: ~5 cm of a ~20 cm face)
 CHIN_ROW = 178.0
 SPECULAR_SPOTS = (  # (row, col, sigma_px, weight): forehead, nose tip, cheekbones
     (72.0, 226.0, 11.0, 1.0),
@@ -246,6 +247,11 @@ def base_photo() -> dict[str, np.ndarray]:
     below = np.clip(1.0 - (rr - CHIN_ROW) / 14.0, 0.0, 1.0)
     side = np.exp(-0.5 * ((cc - mc) / 32.0) ** 2)
     jaw = (ramp * below * side).astype(np.float32)
+    # Mouth: signed distance below the lips' contact line (face heights) and the width profile of the
+    # opening (1 at the centre, 0 at the corners; the mouth is ~0.25 face heights wide, anthropometric
+    # proportion). Used by the realistic world's mouth interior (:class:`MouthInterior`).
+    mouth_dy = ((rr - mr) / FACE_HEIGHT_PX).astype(np.float32)
+    mouth_taper = np.sqrt(np.clip(1.0 - ((cc - mc) / MOUTH_HALF_WIDTH_PX) ** 2, 0.0, 1.0)).astype(np.float32)
     # Person (head + shoulders) alpha for compositing into a cabin: head ellipse + torso ellipse.
     head_e = ((rr - 108.0) / 100.0) ** 2 + ((cc - c0) / 82.0) ** 2 <= 1.0
     torso = (((rr - 360.0) / 200.0) ** 2 + ((cc - 235.0) / 175.0) ** 2 <= 1.0) & (rr > 150)
@@ -260,6 +266,8 @@ def base_photo() -> dict[str, np.ndarray]:
         "head": ndi.gaussian_filter(head.astype(np.float32), 1.5),
         "spec": spec,
         "jaw": jaw,
+        "mouth_dy": mouth_dy,
+        "mouth_taper": mouth_taper,
         "alpha": alpha,
         "head_alpha": head_alpha,
     }
@@ -276,6 +284,8 @@ class Texture:
     face_px: float  # face height (forehead to chin) in texture px
     skin_type: int
     pulse_pp_green: float
+    mouth_dy: np.ndarray | None = None  # (H, W) distance below the lips' contact line, face heights
+    mouth_taper: np.ndarray | None = None  # (H, W) width profile of the mouth opening, 0..1
 
 
 def make_texture(
@@ -342,6 +352,8 @@ def make_texture(
         face_px=FACE_HEIGHT_PX * scale / src_px,
         skin_type=skin_type,
         pulse_pp_green=float(pulse_pp),
+        mouth_dy=sample(base["mouth_dy"], "nearest"),
+        mouth_taper=sample(base["mouth_taper"], "constant"),
     )
 
 
@@ -352,6 +364,20 @@ def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], sigma: float
 
 
 # --------------------------------------------------------------------------- per-frame tracks
+
+
+@dataclass(frozen=True)
+class MouthInterior:
+    """What shows between the lips when the jaw drops (realistic world, :mod:`pipeline.synth.confounders`).
+
+    The gap between the fixed upper lip and the lower lip, which moves with the jaw, shows the upper
+    teeth in its top ``teeth_frac`` and the dark oral cavity below; neither carries a pulse. Albedos in
+    DN at noon, like the skin's.
+    """
+
+    cavity_rgb: tuple[float, float, float]
+    teeth_rgb: tuple[float, float, float]
+    teeth_frac: float
 
 
 @dataclass
@@ -375,6 +401,7 @@ class Track:
     shadow_shift: np.ndarray  # (n,) rain-shadow texture offset in px (rows)
     spec_gain: np.ndarray  # (n,) specular intensity, DN at noon
     events: list[dict] = field(default_factory=list)
+    mouth: MouthInterior | None = None  # what an open mouth shows (realistic world); None: lip texture
 
     @property
     def n(self) -> int:
@@ -574,6 +601,9 @@ class Renderer:
         self.flat = np.ascontiguousarray(flat[:, keep])
         self.flat_pulse = np.ascontiguousarray(flat[:, 3:6])
         self.jaw_flat = tex.jaw.ravel()
+        self.mouth_flat = None
+        if track.mouth is not None and tex.mouth_dy is not None:
+            self.mouth_flat = (tex.mouth_dy.ravel(), tex.mouth_taper.ravel())
         self.tex_hw = (th, tw)
         self.frame_seqs = (noise_seq or np.random.SeedSequence(0)).spawn(track.n)
         self.xnorm = (np.arange(self.w, dtype=np.float32) + 0.5) / self.w
@@ -588,9 +618,10 @@ class Renderer:
         else:
             self.shadow_tex = None
 
-    def _warp(self, i: int) -> np.ndarray:
+    def _warp(self, i: int) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
         """Texture sampled for the output box at frame i: (N, 4 or 5) bilinear channels (albedo,
-        specular, alpha) and (N, 3) pulsatile map."""
+        specular, alpha), (N, 3) pulsatile map, and the (N,) bool masks of open-mouth pixels that show
+        the teeth and the cavity (None when the track has no :class:`MouthInterior` or the jaw is shut)."""
         tr = self.track
         cy = self.face_rc[0] + tr.ty[i] + tr.shake[i, 0]
         cx = self.face_rc[1] + tr.tx[i] + tr.shake[i, 1]
@@ -600,10 +631,22 @@ class Renderer:
         th, tw = self.tex_hw
         r = self.tex.anchor_rc[0] + g * (c * dy + s * dx)
         q = self.tex.anchor_rc[1] + g * (-s * dy + c * dx)
+        mouth = None
         if tr.jaw[i] != 0.0:
             ri = np.clip(r.astype(np.int32), 0, th - 1)
             qi = np.clip(q.astype(np.int32), 0, tw - 1)
-            r = r - np.float32(tr.jaw[i] * self.tex.face_px) * self.jaw_flat[ri * tw + qi]
+            weight = self.jaw_flat[ri * tw + qi]
+            r = r - np.float32(tr.jaw[i] * self.tex.face_px) * weight
+            if self.mouth_flat is not None:
+                # A point d face heights below the lips' contact line moves down by jaw * weight: where
+                # that is more than d (times the opening's width profile), the lower lip has moved past
+                # it and the point looks into the mouth.
+                dy = self.mouth_flat[0][ri * tw + qi]
+                opening = np.float32(tr.jaw[i]) * weight * self.mouth_flat[1][ri * tw + qi]
+                inside = (dy > 0) & (dy < opening)
+                if inside.any():
+                    teeth = inside & (dy < np.float32(tr.mouth.teeth_frac) * opening)
+                    mouth = (teeth, inside & ~teeth)
         r = np.clip(r, 0, th - 1.001)
         q = np.clip(q, 0, tw - 1.001)
         r0 = r.astype(np.int32)
@@ -621,7 +664,7 @@ class Renderer:
         out += np.take(f, idx + tw, axis=0) * w10
         out += np.take(f, idx + tw + 1, axis=0) * w11
         nearest = idx + (fr >= 0.5) * tw + (fq >= 0.5)
-        return out, np.take(self.flat_pulse, nearest, axis=0)
+        return out, np.take(self.flat_pulse, nearest, axis=0), mouth
 
     def _light_field(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
         """(h, w, 3) or (1, w, 3) multiplicative illumination for frame i, and the specular colour."""
@@ -645,9 +688,14 @@ class Renderer:
         """(h, w, 3) uint8 frame i."""
         tr = self.track
         y0, y1, x0, x1 = self.box
-        samp, puls = self._warp(i)
+        samp, puls, mouth = self._warp(i)
         samp = samp.reshape(y1 - y0, x1 - x0, -1)
         diffuse = samp[..., :3] - self.pulse[i] * puls.reshape(y1 - y0, x1 - x0, 3)
+        if mouth is not None:  # teeth and oral cavity: no pulse, no skin specular
+            flat_diffuse = diffuse.reshape(-1, 3)
+            flat_diffuse[mouth[0]] = np.asarray(tr.mouth.teeth_rgb, dtype=np.float32)
+            flat_diffuse[mouth[1]] = np.asarray(tr.mouth.cavity_rgb, dtype=np.float32)
+            samp.reshape(-1, samp.shape[-1])[mouth[0] | mouth[1], 3] = 0.0
         field_, spec_rgb = self._light_field(i)
         spec_rgb = (np.float32(tr.spec_gain[i]) * spec_rgb.astype(np.float32))[None, None, :]
         gain = float(tr.gain[i])
