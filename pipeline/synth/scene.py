@@ -605,13 +605,17 @@ class Renderer:
         if track.mouth is not None and tex.mouth_dy is not None:
             self.mouth_flat = (tex.mouth_dy.ravel(), tex.mouth_taper.ravel())
         self.tex_hw = (th, tw)
-        self.frame_seqs = (noise_seq or np.random.SeedSequence(0)).spawn(track.n)
+        # Per-frame noise seeds by :func:`child_seq`, not ``spawn`` (which advances the plan's sequence, so
+        # a second renderer of the same plan drew other noise); the same seeds a first ``spawn`` gave.
+        seq = noise_seq or np.random.SeedSequence(0)
+        self.frame_seqs = [child_seq(seq, i) for i in range(track.n)]
         self.xnorm = (np.arange(self.w, dtype=np.float32) + 0.5) / self.w
         if background is not None:
-            brng = np.random.default_rng(self.frame_seqs[0].spawn(2)[1])
+            brng = np.random.default_rng(child_seq(self.frame_seqs[0], 1))
             self.bank = brng.standard_normal((2, self.h + 32, self.w + 32, 3), dtype=np.float32)
         if track.shadow_depth > 0:
-            srng = np.random.default_rng(self.frame_seqs[0].spawn(1)[0])
+            # child 2 after the bank's two children, child 0 without a background (as spawn numbered them)
+            srng = np.random.default_rng(child_seq(self.frame_seqs[0], 2 if background is not None else 0))
             tall = self.h * 4
             f = _smooth_field(srng, (tall, self.w), max(3.0, self.w / 25.0))
             self.shadow_tex = np.clip((f - 0.2) * 3.0, 0.0, 1.0).astype(np.float32)
