@@ -252,12 +252,12 @@ def video_to_input(
 
     On CPU the frames are resized in their own (T, H, W, C) memory order by :func:`_exact_area_resize`:
     every value is the window mean of x / 255 rounded once (the float64 area mean rounded to float32),
-    about 1.6x faster than pooling and without the two transposed copies the pooling kernel needed to see
-    wide vectors (issue 15). Where that does not apply (a window period over :data:`_AREA_MAX_PERIOD`, or
-    float32 products allowed to round internally) and on other devices, ``F.interpolate(mode="area")`` on
-    x / 255, within 1-2 ulps of the exact mean. ``channels_last``: return the tensor in
-    ``torch.channels_last_3d`` memory format (what a channels-last student wants), else contiguous; the
-    values are the same either way.
+    about 1.7x faster than pooling (21 against 36 ms for T 128 x B 4, 128 -> 72 px) and without the two
+    transposed copies the pooling kernel needed to see wide vectors (issue 15). Where that does not apply
+    (a window period over :data:`_AREA_MAX_PERIOD`, or float32 products allowed to round internally) and
+    on other devices, ``F.interpolate(mode="area")`` on x / 255, within 3 ulps of 0.5 of the exact mean.
+    ``channels_last``: return the tensor in ``torch.channels_last_3d`` memory format (what a channels-last
+    student wants), else contiguous; the values are the same either way.
     """
     b, t, h, w, c = video.shape
     video = video.to(device, non_blocking=True)
