@@ -639,14 +639,15 @@ class Renderer:
         if tr.jaw[i] != 0.0:
             ri = np.clip(r.astype(np.int32), 0, th - 1)
             qi = np.clip(q.astype(np.int32), 0, tw - 1)
-            weight = self.jaw_flat[ri * tw + qi]
+            at = ri * tw + qi
+            weight = self.jaw_flat[at]
             r = r - np.float32(tr.jaw[i] * self.tex.face_px) * weight
             if self.mouth_flat is not None:
                 # A point d face heights below the lips' contact line moves down by jaw * weight: where
                 # that is more than d (times the opening's width profile), the lower lip has moved past
                 # it and the point looks into the mouth.
-                dy = self.mouth_flat[0][ri * tw + qi]
-                opening = np.float32(tr.jaw[i]) * weight * self.mouth_flat[1][ri * tw + qi]
+                dy = self.mouth_flat[0][at]
+                opening = np.float32(tr.jaw[i]) * weight * self.mouth_flat[1][at]
                 inside = (dy > 0) & (dy < opening)
                 if inside.any():
                     teeth = inside & (dy < np.float32(tr.mouth.teeth_frac) * opening)
