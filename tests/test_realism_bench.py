@@ -88,3 +88,32 @@ def test_skin_orderings_group_fitzpatrick_types():
         r["skin_type"] = 6 if r["session"].startswith("a") else 2
     res = realism.ordering(rows, "POS", "skin", "dark", "light")
     assert res["holds"] and res["difference"] == pytest.approx(9.0)
+
+
+def test_pooled_intervals_resample_sessions_and_mark_misses_within_noise():
+    """The pooled r of a few sessions is noisy: the interval must be a session bootstrap (wide when a
+    handful of sessions carry the signal) and a miss whose interval reaches the band is marked so."""
+    rng = np.random.default_rng(1)
+
+    def session_rows(k: int, hr: float, ok: bool) -> list[dict]:
+        est = hr if ok else rng.uniform(50, 150)  # a failed session misses in all its windows
+        return [
+            {"seed": 1, "session": f"s{k}", "start": 30 * j, "hr_true": hr + j * 0.1, "POS": est + j * 0.1}
+            for j in range(7)
+        ]
+
+    few = [r for k in range(12) for r in session_rows(k, rng.uniform(55, 95), k % 3 == 0)]
+    many = [r for k in range(400) for r in session_rows(k, rng.uniform(55, 95), k % 3 == 0)]
+    iv_few = realism.pooled_intervals(few, "POS")
+    iv_many = realism.pooled_intervals(many, "POS")
+    for iv in (iv_few, iv_many):
+        assert set(iv) == {"MAE", "RMSE", "r"} and all(lo <= hi for lo, hi in iv.values())
+    point = realism._metrics(many, "POS")
+    assert iv_many["MAE"][0] <= point["MAE"] <= iv_many["MAE"][1]
+    assert iv_many["r"][0] <= point["r"] <= iv_many["r"][1]
+    # Windows of one session are not independent: 12 sessions give a far wider r interval than 400.
+    assert np.diff(iv_few["r"])[0] > 2.5 * np.diff(iv_many["r"])[0]
+    pub = {"MAE": 4.64, "RMSE": 15.07, "r": 0.68}
+    near = {"MAE": [6.0, 7.0], "RMSE": [1.0, 2.0], "r": [0.30, 0.55]}  # MAE reaches 6.50, r 0.53
+    assert realism.within_noise("POS", near, pub) == {"MAE": True, "RMSE": False, "r": True}
+    assert realism._band({"MAE": False, "RMSE": False, "r": True}, {"MAE": True}) == "no (MAE~, RMSE)"
