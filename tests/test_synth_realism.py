@@ -160,6 +160,61 @@ def test_small_sample_lands_near_the_published_difficulty():
     assert both[skin2 >= 5].mean() > both[skin2 <= 2].mean() + 1.0
 
 
+def test_talking_head_turns_out_of_plane_and_features_slide_by_r_sin_yaw():
+    """Realistic talking sessions turn the head about the vertical axis (``head_yaw``), one event per
+    talking interval, back to the front between them; a stationary session does not turn. Rendered, the
+    facial features slide towards the turn by about R sin(yaw) (the cylinder model, R = 0.45 face
+    heights)."""
+    from itertools import islice
+
+    from pipeline.synth.confounders import TALK_YAW_RMS_DEG
+    from pipeline.synth.physdrive import make_driver, render_session_frames
+    from pipeline.synth.scene import HEAD_RADIUS_FACE
+
+    plan = plan_session(0, "AMZ1", "AT", 1, 6.0, 5)
+    talking = [(e["start_s"], e["end_s"]) for e in plan.track.events if e["kind"] == "talking"]
+    turns = [e for e in plan.confounders.events if e["kind"] == "head_yaw"]
+    assert talking and [(e["start_s"], e["end_s"]) for e in turns] == talking
+    rms = turns[0]["rms_deg"]
+    assert TALK_YAW_RMS_DEG[0] <= rms <= TALK_YAW_RMS_DEG[1]
+    yaw = np.rad2deg(plan.track.yaw)
+    t = np.arange(yaw.size) / 30.0
+    away = np.ones(yaw.size, bool)
+    for a, b in talking:
+        away &= (t < a - 0.5) | (t > b + 0.5)
+    assert np.all(yaw[away] == 0.0) and 0.5 * rms < np.abs(yaw).max() < 6 * rms
+    still = plan_session(0, "AMZ1", "AS", 0, 6.0, 5)
+    assert still.track.yaw is None and not any(e["kind"] == "head_yaw" for e in still.confounders.events)
+
+    driver = make_driver(0, "AMZ1", 5)
+    i = int(np.argmax(np.abs(yaw)))
+    turned = list(islice(render_session_frames(plan, driver), i + 1))[i]
+    plan.track.yaw = None
+    front = list(islice(render_session_frames(plan, driver), i + 1))[i]
+    # Horizontal shift of the face's middle band (eyes to mouth) by cross-correlation of its columns.
+    face = plan.track  # the face centre in the frame: the driver's plus the track's offset (scaled by k)
+    k = driver.face_px / 110.0
+    cy = int(driver.face_rc[0] + k * face.ty[i])
+    cx = int(driver.face_rc[1] + k * face.tx[i])
+    half = int(0.3 * driver.face_px)
+    rows = slice(cy - int(0.25 * driver.face_px), cy + int(0.2 * driver.face_px))
+
+    def band(img: np.ndarray) -> np.ndarray:
+        x = img[rows, cx - 2 * half : cx + 2 * half].astype(float).mean(-1)
+        return x - x.mean(1, keepdims=True)
+
+    a, b = band(front), band(turned)
+    lags = np.arange(-half, half + 1)
+    score = [
+        np.sum(a[:, 2 * half - half : 2 * half + half] * b[:, 2 * half - half + s : 2 * half + half + s])
+        for s in lags
+    ]
+    shift = lags[int(np.argmax(score))]
+    expected = HEAD_RADIUS_FACE * driver.face_px * np.sin(np.deg2rad(yaw[i]))
+    assert abs(expected) > 3 and np.sign(shift) == np.sign(expected)
+    assert 0.5 * abs(expected) <= abs(shift) <= 1.5 * abs(expected) + 1, (shift, expected)
+
+
 def test_talking_mouth_shows_teeth_and_cavity_only_where_the_lips_part():
     """Realistic talking sessions show what is behind the lips when the jaw drops (``mouth_interior``),
     recorded for each talking interval: the frames differ from the stretched-lip rendering only in a small

@@ -46,6 +46,17 @@ Video
   as much as the pulse, in and near the cardiac band and not along the intensity direction that POS and
   CHROM cancel. Colours and the teeth share (``cavity_green_dn``, ``teeth_green_dn``, ``teeth_frac`` in
   the sidecar) are assumptions.
+* ``head_yaw`` (both layouts, talking): a talker turns the head about the vertical axis, towards the
+  listener and back, and with the rhythm of speech (head movements accompany speech: Hadar, Steiner,
+  Grant and Rose, Human Movement Science 1983, "Kinematics of head movements accompanying speech
+  during conversation"; McClave, J. Pragmatics 2000, "Linguistic functions of head movements in the
+  context of speech"). Drawn as band-limited turns of 2-6 degrees rms (0.1-1 Hz) inside each talking
+  interval, back to the front between them (amplitude and band are assumptions of that order). A 2-D
+  crop cannot undo an out-of-plane turn: the renderer maps the face onto a cylinder (half-width 0.45
+  face heights), so the near cheek widens, the far one narrows, and skin, hair and background cross the
+  crop's fixed skin ROI. Shading stays baked in the photo: a cylinder turning about its own axis under
+  a fixed light keeps the same Lambertian shading at each image column, so what the ROI sees change is
+  which surface lies under it.
 * ``sun_shadow`` (PhysDrive, daylight): shadows of poles, trees and buildings sweep over the driver as
   the car passes them: dips of 15-45 % of the light for 0.1-0.6 s, several a minute (more on the
   congested roads B and C, fewer at dusk when the low, weak sun adds little direct light and most of
@@ -119,6 +130,8 @@ MOUTH_CAVITY_SCALE = (0.6, 1.4)
 TEETH_RGB = (200.0, 190.0, 170.0)  # enamel, DN at noon
 TEETH_SCALE = (0.8, 1.1)
 TEETH_FRAC = (0.2, 0.5)  # share of the lip gap (from the top) that shows the upper teeth
+TALK_YAW_RMS_DEG = (2.0, 6.0)  # head turns while talking, rms over a talking interval
+TALK_YAW_BAND_HZ = (0.1, 1.0)
 # Label
 LABEL_DPTT_S = (0.020, 0.060)
 LABEL_DPTT_RESP_S = (0.003, 0.010)
@@ -347,6 +360,14 @@ def apply_video(conf: Confounders, track, phys, t: np.ndarray, face_px: float, c
                     teeth_frac=track.mouth.teeth_frac,
                 )
             )
+        rng = _stream(conf, 7)
+        yaw_rms = float(rng.uniform(*TALK_YAW_RMS_DEG))
+        fs = (t.size - 1) / max(float(t[-1] - t[0]), 1e-9)
+        env = np.zeros(t.size)
+        for e in talking:
+            env = np.maximum(env, envelope(t, e["start_s"], e["end_s"], 0.5))
+            conf.events.append(_ev("head_yaw", e["start_s"], e["end_s"], "video", rms_deg=yaw_rms))
+        track.yaw = np.deg2rad(yaw_rms) * env * band_noise(t.size, fs, *TALK_YAW_BAND_HZ, rng)
     gains, analogue = camera_gains(conf, t)
     light = sun_shadow_gain(conf, t)
     track.ambient = (track.ambient * gains * light[:, None]).astype(np.float32)

@@ -51,6 +51,9 @@ FACE_HEIGHT_PX = 110.0  # forehead to chin in the photo
 MOUTH_RC = (146.0, 224.0)  # centre of the lips' contact line
 MOUTH_HALF_WIDTH_PX = 14.0  # mouth ~0.25 face heights wide (anthropometry: ~5 cm of a ~20 cm face)
 CHIN_ROW = 178.0
+# A head turning about its vertical axis is drawn as a cylinder through the face centre: the head's
+# half-width over the face height (forehead to chin), ~9 cm of a ~20 cm face (anthropometry).
+HEAD_RADIUS_FACE = 0.45
 SPECULAR_SPOTS = (  # (row, col, sigma_px, weight): forehead, nose tip, cheekbones
     (72.0, 226.0, 11.0, 1.0),
     (124.0, 224.0, 5.0, 0.9),
@@ -402,6 +405,7 @@ class Track:
     spec_gain: np.ndarray  # (n,) specular intensity, DN at noon
     events: list[dict] = field(default_factory=list)
     mouth: MouthInterior | None = None  # what an open mouth shows (realistic world); None: lip texture
+    yaw: np.ndarray | None = None  # (n,) head turn about the vertical axis, rad (realistic world)
 
     @property
     def n(self) -> int:
@@ -634,7 +638,19 @@ class Renderer:
         dy, dx = self.yy - np.float32(cy), self.xx - np.float32(cx)
         th, tw = self.tex_hw
         r = self.tex.anchor_rc[0] + g * (c * dy + s * dx)
-        q = self.tex.anchor_rc[1] + g * (-s * dy + c * dx)
+        q = g * (-s * dy + c * dx)
+        if tr.yaw is not None and tr.yaw[i] != 0.0:
+            # Out-of-plane turn: the face is a cylinder of radius R about the vertical axis through its
+            # centre, seen from the front. The image column x (texture px from the axis) shows the
+            # surface point at angle asin(x / R) - yaw, which the frontal photo has at column
+            # R sin(that) = x cos(yaw) - sqrt(R^2 - x^2) sin(yaw): the near cheek widens, the far one
+            # narrows and slides behind the nose line, skin and hair cross the crop's fixed skin ROI.
+            # Outside the cylinder (alpha 0) the mapping is x cos(yaw), continuous at |x| = R.
+            rad = np.float32(HEAD_RADIUS_FACE * self.tex.face_px)
+            cy_, sy_ = np.float32(np.cos(tr.yaw[i])), np.float32(np.sin(tr.yaw[i]))
+            depth = np.sqrt(np.maximum(rad * rad - q * q, np.float32(0.0)))
+            q = q * cy_ - depth * sy_
+        q = q + np.float32(self.tex.anchor_rc[1])
         mouth = None
         if tr.jaw[i] != 0.0:
             ri = np.clip(r.astype(np.int32), 0, th - 1)
