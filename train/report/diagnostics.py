@@ -59,9 +59,7 @@ def train_window_hrs(workdir: Workdir, run_dir: Path, device="cpu", split: str =
     ds = release_windows(store, sessions, frames, stride)
     if len(ds) == 0:
         raise ReportError(f"{run_dir}: the {split} sessions have no {frames}-frame windows")
-    rows = pd.DataFrame(
-        [{"session": w.session, "subject": w.subject, "start": w.start} for w in ds.windows]
-    )
+    rows = pd.DataFrame([{"session": w.session, "subject": w.subject, "start": w.start} for w in ds.windows])
     rows["labelled"] = rows.subject.astype(str).isin(labelled)
     truth = np.stack([ds[i]["bvp"].numpy()[: frames - 1] for i in range(len(ds))])
     rows["hr_true"] = hr_batch(truth, fs=fs)
