@@ -160,6 +160,31 @@ def test_small_sample_lands_near_the_published_difficulty():
     assert both[skin2 >= 5].mean() > both[skin2 <= 2].mean() + 1.0
 
 
+def test_camera_white_balances_the_dusk_light_after_the_sensor():
+    """The realistic camera's AWB has converged on the illuminant: warm dusk light gets an R gain below 1
+    and a B gain above 1 (recorded as ``white_balance_gains``), applied to the noisy image, so the frame
+    comes out nearer neutral than the unbalanced one, by exactly those gains. The easy world has none."""
+    from itertools import islice
+
+    from pipeline.synth.physdrive import make_driver, render_session_frames
+
+    plan = plan_session(0, "AMH1", "AS", 0, 6.0, 5)  # H: dusk
+    assert plan.conditions.illumination == "dusk"
+    ev = [e for e in plan.confounders.events if e["kind"] == "white_balance_gains"]
+    assert len(ev) == 1 and ev[0]["r_gain"] < 0.97 and ev[0]["b_gain"] > 1.15, ev
+    gains = plan.track.wb_gains
+    driver = make_driver(0, "AMH1", 5)
+    balanced = next(islice(render_session_frames(plan, driver), 1)).astype(float)
+    plan.track.wb_gains = None
+    tinted = next(islice(render_session_frames(plan, driver), 1)).astype(float)
+    mean_b, mean_t = balanced.mean((0, 1)), tinted.mean((0, 1))
+    np.testing.assert_allclose(mean_b / mean_t, gains, rtol=0.02)
+    off_neutral = [np.abs(np.log(m[[0, 2]] / m[1])).sum() for m in (mean_b, mean_t)]
+    assert off_neutral[0] < off_neutral[1] - 0.1, off_neutral
+    easy = plan_session(0, "AMH1", "AS", 0, 6.0, 5, difficulty="easy")
+    assert easy.track.wb_gains is None
+
+
 def test_talking_head_turns_out_of_plane_and_features_slide_by_r_sin_yaw():
     """Realistic talking sessions turn the head about the vertical axis (``head_yaw``), one event per
     talking interval, back to the front between them; a stationary session does not turn. Rendered, the

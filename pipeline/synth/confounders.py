@@ -46,6 +46,12 @@ Video
   as much as the pulse, in and near the cardiac band and not along the intensity direction that POS and
   CHROM cancel. Colours and the teeth share (``cavity_green_dn``, ``teeth_green_dn``, ``teeth_frac`` in
   the sidecar) are assumptions.
+* ``white_balance_gains`` (both layouts): not a confounder but the camera's steady state: its AWB
+  converges on the illuminant, so the image is white-balanced (grey-world gains that neutralise the
+  recording's mean illuminant colour, G fixed) before it is written or encoded. The warm dusk and cool
+  night light therefore reach the encoder as a normally coloured face, with the noise of the channel
+  the light was weak in amplified by its gain. The ``white_balance`` steps and hunting above are the
+  loop's errors around this gain. (The easy world keeps the tinted, unbalanced image.)
 * ``head_yaw`` (both layouts, talking): a talker turns the head about the vertical axis, towards the
   listener and back, and with the rhythm of speech (head movements accompany speech: Hadar, Steiner,
   Grant and Rose, Human Movement Science 1983, "Kinematics of head movements accompanying speech
@@ -368,6 +374,22 @@ def apply_video(conf: Confounders, track, phys, t: np.ndarray, face_px: float, c
             env = np.maximum(env, envelope(t, e["start_s"], e["end_s"], 0.5))
             conf.events.append(_ev("head_yaw", e["start_s"], e["end_s"], "video", rms_deg=yaw_rms))
         track.yaw = np.deg2rad(yaw_rms) * env * band_noise(t.size, fs, *TALK_YAW_BAND_HZ, rng)
+    # The white balance the AWB loop converges to: grey-world gains that neutralise the session's mean
+    # illuminant colour (G fixed, as cameras do). The AWB steps and hunting below are its errors
+    # around this correction. Applied to the image after the sensor noise (Renderer.frame), so the
+    # channel the light is weak in keeps its larger relative noise, as in a real camera.
+    illuminant = track.ambient.mean(0)
+    track.wb_gains = (illuminant[1] / illuminant).astype(np.float32)
+    conf.events.append(
+        _ev(
+            "white_balance_gains",
+            float(t[0]),
+            float(t[-1] + (t[-1] - t[0]) / max(t.size - 1, 1)),
+            "video",
+            r_gain=float(track.wb_gains[0]),
+            b_gain=float(track.wb_gains[2]),
+        )
+    )
     gains, analogue = camera_gains(conf, t)
     light = sun_shadow_gain(conf, t)
     track.ambient = (track.ambient * gains * light[:, None]).astype(np.float32)

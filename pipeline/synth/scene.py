@@ -406,6 +406,7 @@ class Track:
     events: list[dict] = field(default_factory=list)
     mouth: MouthInterior | None = None  # what an open mouth shows (realistic world); None: lip texture
     yaw: np.ndarray | None = None  # (n,) head turn about the vertical axis, rad (realistic world)
+    wb_gains: np.ndarray | None = None  # (3,) camera white-balance gains on the noisy image (realistic)
 
     @property
     def n(self) -> int:
@@ -749,6 +750,10 @@ class Renderer:
                 box.shape, dtype=np.float32
             )
             clean += sigma
+        if tr.wb_gains is not None:
+            # The camera's white balance: digital R/G/B gains applied after the sensor (and its noise),
+            # before the 8-bit output and the encoder.
+            clean *= np.asarray(tr.wb_gains, dtype=np.float32)
         clean += 0.5
         np.clip(clean, 0, 255, out=clean)
         return clean.astype(np.uint8)
