@@ -331,7 +331,8 @@ def sun_shadow_gain(conf: Confounders, t: np.ndarray) -> np.ndarray:
 
 
 def apply_video(conf: Confounders, track, phys, t: np.ndarray, face_px: float, crop: bool) -> None:
-    """Add BCG and respiratory head motion, crop jitter, camera steps and sun shadows to ``track`` in place.
+    """Add BCG and respiratory head motion, crop jitter, the open mouth and head turns of talking, the
+    camera's white balance and its AWB/AE steps, and sun shadows to ``track`` in place.
 
     ``t``: frame times (s); ``face_px``: face height in the track's pixels; ``crop``: the frames are
     per-frame detector crops (EquiPleth).

@@ -646,7 +646,8 @@ class Renderer:
             # surface point at angle asin(x / R) - yaw, which the frontal photo has at column
             # R sin(that) = x cos(yaw) - sqrt(R^2 - x^2) sin(yaw): the near cheek widens, the far one
             # narrows and slides behind the nose line, skin and hair cross the crop's fixed skin ROI.
-            # Outside the cylinder (alpha 0) the mapping is x cos(yaw), continuous at |x| = R.
+            # Outside the cylinder (hair edge, shoulders, background) the mapping is x cos(yaw), continuous
+            # at |x| = R.
             rad = np.float32(HEAD_RADIUS_FACE * self.tex.face_px)
             cy_, sy_ = np.float32(np.cos(tr.yaw[i])), np.float32(np.sin(tr.yaw[i]))
             depth = np.sqrt(np.maximum(rad * rad - q * q, np.float32(0.0)))
