@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.spectrum import hr_batch, zscore  # noqa: E402
-from train.classical import METHODS, rgb_trace  # noqa: E402
+from train.classical import METHODS, TOOLBOX_CHROM_BAND_HZ, chrom, rgb_trace  # noqa: E402
 from train.evaluate import hr_metrics, skin_group  # noqa: E402
 from train.radar_fft import radar_fft_hr_windows  # noqa: E402
 
@@ -77,17 +77,41 @@ PUBLISHED = {
     },
 }
 METHOD_NAMES = ("POS", "CHROM", "FFT radar")
+# Sensitivity rows: another implementation of a method, judged against that method's published
+# figures. Which CHROM produced the papers' rows is not published; the PhysDrive release evaluates its
+# "traditional methods" on data prepared as rPPG-Toolbox prepares it, and rPPG-Toolbox's CHROM
+# band-passes at 0.7-2.5 Hz where ours (the CHROM paper's) uses 40-240 bpm. The report keeps ours.
+SENSITIVITY = {"CHROM 0.7-2.5 Hz": "CHROM"}
+ALL_METHODS = METHOD_NAMES + tuple(SENSITIVITY)
+
+
+def base_method(name: str) -> str:
+    """The method whose published figures and band ``name`` is judged by (itself, or a sensitivity
+    row's base method)."""
+    return SENSITIVITY.get(name, name)
+
+
+def _video_methods() -> dict:
+    """Video methods scored per window: the project's POS and CHROM, and the sensitivity rows."""
+    return {
+        "POS": METHODS["POS"],
+        "CHROM": METHODS["CHROM"],
+        "CHROM 0.7-2.5 Hz": lambda trace, fs: chrom(trace, fs, band_hz=TOOLBOX_CHROM_BAND_HZ),
+    }
+
+
 # Issue 16's target bands: MAE and RMSE within a factor, r within an absolute distance of the published
 # value (POS and CHROM); the FFT radar baseline's MAE within its own factor.
 BANDS = {"POS": {"MAE": 1.4, "RMSE": 1.4, "r": 0.15}, "CHROM": {"MAE": 1.4, "RMSE": 1.4, "r": 0.15}}
 BANDS["FFT radar"] = {"MAE": 1.5}
 # Orderings of difficulty the papers report: (layout, condition key, harder, easier, methods). Video
 # only for skin (the EquiPleth paper reports the skin-tone gap for RGB; radar is skin-tone-neutral).
+_VIDEO = ("POS", "CHROM", "CHROM 0.7-2.5 Hz")
 ORDERINGS = [
-    ("physdrive", "illumination", "night", "dusk", ("POS", "CHROM")),
-    ("physdrive", "illumination", "dusk", "noon", ("POS", "CHROM")),
-    ("physdrive", "motion", "talking", "stationary", ("POS", "CHROM")),
-    ("equipleth", "skin", "dark", "light", ("POS", "CHROM")),
+    ("physdrive", "illumination", "night", "dusk", _VIDEO),
+    ("physdrive", "illumination", "dusk", "noon", _VIDEO),
+    ("physdrive", "motion", "talking", "stationary", _VIDEO),
+    ("equipleth", "skin", "dark", "light", _VIDEO),
 ]
 BOOTSTRAP = 2000
 
@@ -148,8 +172,8 @@ def evaluate_store(layout: str, wd: Path) -> list[dict]:
         T = WINDOW - 1  # the report scores T - 1 samples per window
         gt = hr_batch(np.stack([zscore(bvp[s : s + T]) for s in starts]), fs=FS)
         est = {
-            m: hr_batch(np.stack([METHODS[m](trace[s : s + WINDOW], FS)[:T] for s in starts]), fs=FS)
-            for m in ("POS", "CHROM")
+            m: hr_batch(np.stack([fn(trace[s : s + WINDOW], FS)[:T] for s in starts]), fs=FS)
+            for m, fn in _video_methods().items()
         }
         radar = np.asarray(g["radar"][...])
         ok = np.asarray(g["radar_ok"][...])
@@ -190,7 +214,9 @@ def summarise(layout: str, per_seed: dict[int, list[dict]]) -> dict:
     """Pooled metrics, band check, per-seed MAE spread and per-condition MAE for one layout."""
     pooled = [r for rows in per_seed.values() for r in rows]
     out = {"windows": len(pooled), "seeds": sorted(per_seed), "methods": {}}
-    for m in METHOD_NAMES:
+    for m in ALL_METHODS:
+        if not all(m in r for r in pooled):
+            continue  # rows from an older bench without this method
         res = _metrics(pooled, m)
         maes = [_metrics(rows, m).get("MAE", math.nan) for rows in per_seed.values()]
         res["MAE_seed_std"] = float(np.std(maes, ddof=1)) if len(maes) > 1 else math.nan
@@ -200,9 +226,10 @@ def summarise(layout: str, per_seed: dict[int, list[dict]]) -> dict:
             vals = sorted({_group(r, key) for r in pooled})
             by[key] = {v: _metrics([r for r in pooled if _group(r, key) == v], m) for v in vals}
         res["by_condition"] = by
-        res["in_band"] = in_band(m, res, PUBLISHED[layout][m])
+        base = base_method(m)
+        res["in_band"] = in_band(base, res, PUBLISHED[layout][base])
         res["ci95"] = pooled_intervals(pooled, m)
-        res["band_within_noise"] = within_noise(m, res["ci95"], PUBLISHED[layout][m])
+        res["band_within_noise"] = within_noise(base, res["ci95"], PUBLISHED[layout][base])
         out["methods"][m] = res
     return out
 
@@ -334,10 +361,13 @@ def markdown(results: dict) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for layout, res in results["layouts"].items():
-        for m in METHOD_NAMES:
-            s, p = res["methods"][m], PUBLISHED[layout][m]
+        for m in ALL_METHODS:
+            if m not in res["methods"]:
+                continue
+            s, p = res["methods"][m], PUBLISHED[layout][base_method(m)]
+            star = " *" if m in SENSITIVITY else ""
             lines.append(
-                f"| {layout} | {m} | {_f(s.get('MAE'))} / {_f(s.get('RMSE'))} / {_f(s.get('r'))} "
+                f"| {layout} | {m}{star} | {_f(s.get('MAE'))} / {_f(s.get('RMSE'))} / {_f(s.get('r'))} "
                 f"({_f(s.get('median_AE'))}) | {_f(s.get('MAE_seed_std'))} | "
                 f"{_iv(s, 'MAE')}; {_iv(s, 'r')} | "
                 f"{p['MAE']} / {p['RMSE']} / {p.get('r', '–')} | "
@@ -347,10 +377,14 @@ def markdown(results: dict) -> str:
         "",
         "Intervals: cluster bootstrap over sessions within each seed. A missed metric marked ~ has an "
         "interval that still reaches the band: its miss is within sampling noise at this size.",
+        "",
+        "\\* Sensitivity row, not the project's method: CHROM with rPPG-Toolbox's 0.7-2.5 Hz band-pass "
+        "instead of the CHROM paper's 40-240 bpm, judged against the published CHROM figures (which "
+        "implementation produced them is not published). The report uses the project's CHROM.",
     ]
     lines += ["", "MAE by condition (windows in brackets):", ""]
     for layout, res in results["layouts"].items():
-        for m in METHOD_NAMES:
+        for m in [m for m in ALL_METHODS if m in res["methods"]]:
             parts = []
             for key, vals in res["methods"][m]["by_condition"].items():
                 parts.append(

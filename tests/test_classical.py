@@ -63,3 +63,29 @@ def test_bad_inputs_are_refused():
         classical_wave("POS", face_clip(70.0, seconds=1.0))
     with pytest.raises(ValueError, match=r"\(T, H, W, 3\)"):
         rgb_trace(np.zeros((10, 8, 8), np.uint8))
+
+
+def test_chrom_band_option_is_the_toolbox_band_and_the_default_is_unchanged():
+    """``band_hz`` reaches CHROM's per-window band-pass: the rPPG-Toolbox band (0.7-2.5 Hz, the bench's
+    sensitivity row) suppresses a 2.8 Hz chrominance component that the CHROM paper's 40-240 bpm keeps."""
+    from train.classical import BAND_HZ, TOOLBOX_CHROM_BAND_HZ, chrom
+
+    t = np.arange(600) / FS
+    rng = np.random.default_rng(3)
+    pulse = np.sin(2 * np.pi * 1.2 * t)
+    # A 2.8 Hz disturbance of green only: X = 3R - 2G and Y = 1.5R + G - 1.5B see it with opposite
+    # signs, so CHROM's X - alpha Y keeps it.
+    motion = 1.5 * np.sin(2 * np.pi * 2.8 * t)
+    trace = 100.0 + np.stack([0.3 * pulse, pulse + motion, 0.5 * pulse], axis=1)
+    trace += 0.01 * rng.standard_normal(trace.shape)
+    ours, toolbox = chrom(trace, FS), chrom(trace, FS, band_hz=TOOLBOX_CHROM_BAND_HZ)
+    np.testing.assert_array_equal(ours, chrom(trace, FS, band_hz=BAND_HZ))
+
+    def share_at(wave, hz):
+        spec = np.abs(np.fft.rfft(wave[60:-60])) ** 2
+        f = np.fft.rfftfreq(wave[60:-60].size, 1 / FS)
+        return spec[np.abs(f - hz) < 0.15].sum() / spec.sum()
+
+    assert share_at(ours, 2.8) > 0.3
+    assert share_at(toolbox, 2.8) < 0.5 * share_at(ours, 2.8)
+    assert hr_from_psd(toolbox, FS) == pytest.approx(72.0, abs=1.5)

@@ -117,3 +117,34 @@ def test_pooled_intervals_resample_sessions_and_mark_misses_within_noise():
     near = {"MAE": [6.0, 7.0], "RMSE": [1.0, 2.0], "r": [0.30, 0.55]}  # MAE reaches 6.50, r 0.53
     assert realism.within_noise("POS", near, pub) == {"MAE": True, "RMSE": False, "r": True}
     assert realism._band({"MAE": False, "RMSE": False, "r": True}, {"MAE": True}) == "no (MAE~, RMSE)"
+
+
+def test_sensitivity_row_is_judged_against_its_base_methods_published_figures():
+    """The toolbox-band CHROM row is scored like CHROM (same published figures, same band) and is marked
+    as not the project's method in the table."""
+    assert realism.base_method("CHROM 0.7-2.5 Hz") == "CHROM" and realism.base_method("POS") == "POS"
+    rng = np.random.default_rng(1)
+    rows = []
+    for k in range(12):
+        for j in range(5):
+            hr = float(rng.uniform(60, 100))
+            rows.append(
+                {
+                    "seed": 1,
+                    "session": f"s{k}",
+                    "start": 30 * j,
+                    "hr_true": hr,
+                    "POS": hr + 1.0,
+                    "CHROM": hr + 7.0,
+                    "CHROM 0.7-2.5 Hz": hr + 30.0,  # far outside CHROM's MAE band on EquiPleth
+                    "FFT radar": hr,
+                    "skin_type": 1,
+                    "illumination": "indoor",
+                    "motion": "stationary",
+                }
+            )
+    res = realism.summarise("equipleth", {1: rows})
+    assert res["methods"]["CHROM"]["in_band"]["MAE"] is True  # 7 against 7.31
+    assert res["methods"]["CHROM 0.7-2.5 Hz"]["in_band"]["MAE"] is False
+    table = realism.markdown({"size": {}, "seeds": [1], "layouts": {"equipleth": res}, "orderings": []})
+    assert "| equipleth | CHROM 0.7-2.5 Hz * |" in table and "Sensitivity row" in table

@@ -32,6 +32,9 @@ from pipeline.spectrum import bandpass, window_starts
 WINDOW_S = 1.6
 BAND_HZ = (40 / 60, 240 / 60)
 """GREEN and CHROM band-pass band (40-240 bpm, de Haan & Jeanne's), wider than the HR band."""
+TOOLBOX_CHROM_BAND_HZ = (0.7, 2.5)
+"""rPPG-Toolbox's CHROM band-pass (order 3, 0.7-2.5 Hz): not used by the report, only by the
+calibration bench's sensitivity row (the published CHROM figures may come from that implementation)."""
 MIN_SKIN_SHARE = 0.05
 EPS = 1e-9
 
@@ -86,8 +89,13 @@ def green(trace: np.ndarray, fs: float = 30.0) -> np.ndarray:
     return bandpass(x, fs, BAND_HZ, order=3) if x.size > 30 else x
 
 
-def chrom(trace: np.ndarray, fs: float = 30.0) -> np.ndarray:
-    """CHROM: chrominance projections in 50 %-overlapping Hann windows, overlap-added."""
+def chrom(trace: np.ndarray, fs: float = 30.0, band_hz: tuple[float, float] = BAND_HZ) -> np.ndarray:
+    """CHROM: chrominance projections in 50 %-overlapping Hann windows, overlap-added.
+
+    ``band_hz``: the band-pass applied to both projections in each window, (low, high) Hz; the
+    default is the CHROM paper's 40-240 bpm. ``bench/realism.py`` also scores rPPG-Toolbox's
+    0.7-2.5 Hz (:data:`TOOLBOX_CHROM_BAND_HZ`) as a sensitivity row; the report uses the default.
+    """
     c = np.asarray(trace, dtype=np.float64)
     t = c.shape[0]
     win = _window_len(fs, even=True)
@@ -101,8 +109,8 @@ def chrom(trace: np.ndarray, fs: float = 30.0) -> np.ndarray:
         cn = seg / (seg.mean(axis=0) + EPS)
         xs = 3.0 * cn[:, 0] - 2.0 * cn[:, 1]
         ys = 1.5 * cn[:, 0] + cn[:, 1] - 1.5 * cn[:, 2]
-        xf = bandpass(xs, fs, BAND_HZ, order=3)
-        yf = bandpass(ys, fs, BAND_HZ, order=3)
+        xf = bandpass(xs, fs, band_hz, order=3)
+        yf = bandpass(ys, fs, band_hz, order=3)
         alpha = xf.std() / (yf.std() + EPS)
         out[s : s + win] += (xf - alpha * yf) * hann
         weight[s : s + win] += hann
