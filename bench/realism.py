@@ -130,7 +130,9 @@ def build(layout: str, seed: int, dims: dict, scratch: Path, difficulty: str | N
         args += [f"--{k}", str(v)]
     if difficulty:
         args += ["--difficulty", difficulty]
-    if not (wd / "data" / f"{layout}.zarr").exists():
+    # The sessions manifest is written last, after every session's data: without it the store may be
+    # from an interrupted run, and both commands resume (finished work is checked and skipped).
+    if not (wd / "manifests" / f"{layout}_sessions.csv").exists():
         _rpm(*args, workdir=wd)
         _rpm("preprocess", layout, workdir=wd)
     return wd
@@ -162,6 +164,8 @@ def evaluate_store(layout: str, wd: Path) -> list[dict]:
     for session in sorted(root.group_keys()):
         g = root[session]
         if not g.attrs.get("complete"):
+            # Not silently: a failed session is in the sessions manifest with its reason.
+            print(f"realism: {wd} session {session} is not complete in the store; not scored", flush=True)
             continue
         video, bvp = g["video"], np.asarray(g["bvp"][...], dtype=np.float64)
         n = min(video.shape[0], bvp.size)
@@ -417,6 +421,18 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_rows(path: Path, rows: list[dict]) -> None:
+    """Write the per-window rows as CSV; columns in first-seen order (the layouts' condition fields
+    differ; a field a row lacks is left empty)."""
+    import csv
+
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--small", action="store_true", help="quick check: one seed, small datasets")
@@ -425,6 +441,12 @@ def main() -> None:
     ap.add_argument("--scratch", type=Path, default=ROOT / "bench" / "scratch" / "realism")
     ap.add_argument("--difficulty", default=None, help="pass --difficulty to rpm synth")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    ap.add_argument(
+        "--rows",
+        action="store_true",
+        help="also write <stem>_rows.csv: one line per scored window (layout, seed, session, start, "
+        "true HR, each method's HR, the conditions), for looking into a result",
+    )
     a = ap.parse_args()
     size = "small" if a.small else "default"
     seeds = a.seeds or DEFAULT_SEEDS[size]
@@ -439,6 +461,7 @@ def main() -> None:
         "stride": STRIDE,
     }
     t0 = time.time()
+    all_rows = []
     for layout in a.layouts:
         per_seed = {}
         for seed in seeds:
@@ -449,6 +472,7 @@ def main() -> None:
             )
         results["layouts"][layout] = summarise(layout, per_seed)
         pooled = [r for rows in per_seed.values() for r in rows]
+        all_rows += [{"layout": layout, **r} for r in pooled]
         for lay, key, harder, easier, methods in ORDERINGS:
             if lay == layout:
                 for m in methods:
@@ -461,6 +485,8 @@ def main() -> None:
     stem = "realism_small" if a.small else "realism"
     (a.out / f"{stem}.json").write_text(json.dumps(results, indent=1))
     (a.out / f"{stem}.md").write_text(markdown(results))
+    if a.rows:
+        write_rows(a.out / f"{stem}_rows.csv", all_rows)
     print(markdown(results))
 
 

@@ -148,3 +148,26 @@ def test_sensitivity_row_is_judged_against_its_base_methods_published_figures():
     assert res["methods"]["CHROM 0.7-2.5 Hz"]["in_band"]["MAE"] is False
     table = realism.markdown({"size": {}, "seeds": [1], "layouts": {"equipleth": res}, "orderings": []})
     assert "| equipleth | CHROM 0.7-2.5 Hz * |" in table and "Sensitivity row" in table
+
+
+def test_rows_csv_keeps_every_layouts_fields(tmp_path):
+    """``--rows``: one CSV line per window; EquiPleth and PhysDrive rows carry different condition fields,
+    and both layouts' fields are columns (empty where a row lacks one)."""
+    import csv
+
+    rows = [
+        {"layout": "equipleth", "seed": 1, "session": "v_1_1", "hr_true": 70.0, "POS": 71.0, "skin_type": 2},
+        {
+            "layout": "physdrive",
+            "seed": 1,
+            "session": "AFW1_AS",
+            "hr_true": 80.0,
+            "POS": 95.0,
+            "illumination": "night",
+        },
+    ]
+    realism.write_rows(tmp_path / "rows.csv", rows)
+    with open(tmp_path / "rows.csv", newline="") as f:
+        back = list(csv.DictReader(f))
+    assert [r["session"] for r in back] == ["v_1_1", "AFW1_AS"]
+    assert back[0]["illumination"] == "" and back[1]["skin_type"] == "" and back[1]["POS"] == "95.0"
