@@ -106,7 +106,7 @@ BANDS = {"POS": {"MAE": 1.4, "RMSE": 1.4, "r": 0.15}, "CHROM": {"MAE": 1.4, "RMS
 BANDS["FFT radar"] = {"MAE": 1.5}
 # Orderings of difficulty the papers report: (layout, condition key, harder, easier, methods). Video
 # only for skin (the EquiPleth paper reports the skin-tone gap for RGB; radar is skin-tone-neutral).
-_VIDEO = ("POS", "CHROM", "CHROM 0.7-2.5 Hz")
+_VIDEO = tuple(_video_methods())
 ORDERINGS = [
     ("physdrive", "illumination", "night", "dusk", _VIDEO),
     ("physdrive", "illumination", "dusk", "noon", _VIDEO),
@@ -220,7 +220,7 @@ def summarise(layout: str, per_seed: dict[int, list[dict]]) -> dict:
     out = {"windows": len(pooled), "seeds": sorted(per_seed), "methods": {}}
     for m in ALL_METHODS:
         if not all(m in r for r in pooled):
-            continue  # rows from an older bench without this method
+            continue  # rows without this method (made elsewhere, e.g. by an older bench)
         res = _metrics(pooled, m)
         maes = [_metrics(rows, m).get("MAE", math.nan) for rows in per_seed.values()]
         res["MAE_seed_std"] = float(np.std(maes, ddof=1)) if len(maes) > 1 else math.nan
